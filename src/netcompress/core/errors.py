@@ -1,0 +1,26 @@
+"""Error types. Every error a user can cause derives from NetcompressError, so the CLI can print
+one clear line (naming the thing and the fix) instead of a stack trace from deep inside."""
+
+
+class NetcompressError(Exception):
+    """Base of all user-facing errors."""
+
+
+class ConfigError(NetcompressError, ValueError):
+    """A configuration value is out of range, of the wrong type, or unknown."""
+
+
+class DataError(NetcompressError):
+    """A data set is missing, malformed or of the wrong shape."""
+
+
+class ModelError(NetcompressError):
+    """A model name is unknown, a layer is unsupported, or a shape does not fit the model."""
+
+
+class CheckpointError(NetcompressError):
+    """A checkpoint or weights file is missing, truncated, corrupt, or does not fit the model."""
+
+
+class OutputExistsError(NetcompressError):
+    """An output path exists and would be overwritten without --force."""

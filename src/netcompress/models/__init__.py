@@ -1,0 +1,7 @@
+"""Model zoo: LeNet-300-100, LeNet-5 (Caffe), Hinton's MLPs, CIFAR ResNet-20/32/44/56, VGG-small."""
+from .zoo import (MLP, MODELS, BasicBlock, CifarResNet, LeNet5, VGGSmall, create_model, lenet5, lenet_300_100,
+                  mlp, mlp_800_800, mlp_1200_1200, resnet20, resnet32, resnet44, resnet56, vgg_small)
+
+__all__ = ["MLP", "MODELS", "BasicBlock", "CifarResNet", "LeNet5", "VGGSmall", "create_model", "lenet5",
+           "lenet_300_100", "mlp", "mlp_800_800", "mlp_1200_1200", "resnet20", "resnet32", "resnet44",
+           "resnet56", "vgg_small"]

@@ -1,0 +1,62 @@
+import pytest
+import torch
+from torch import nn
+
+from netcompress.core.errors import CheckpointError, OutputExistsError
+from netcompress.core.io import (atomic_torch_save, ensure_writable, load_weights, load_weights_into, safe_torch_load,
+                                 save_weights)
+
+
+def test_save_load_roundtrip_safetensors_and_pt(tmp_path):
+    m = nn.Linear(4, 3)
+    for suffix in (".safetensors", ".pt"):
+        p = save_weights(m, tmp_path / f"w{suffix}")
+        state = load_weights(p)
+        assert torch.equal(state["weight"], m.weight)
+        m2 = load_weights_into(nn.Linear(4, 3), p)
+        assert torch.equal(m2.bias, m.bias)
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    p = save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    before = p.read_bytes()
+    with pytest.raises(OutputExistsError, match="--force"):
+        save_weights(nn.Linear(2, 2), p)
+    assert p.read_bytes() == before
+    save_weights(nn.Linear(2, 2), p, force=True)
+    assert p.read_bytes() != before
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None])
+def test_corrupt_or_truncated_checkpoint_is_one_clear_error(tmp_path, content):
+    p = tmp_path / "c.pt"
+    if content is None:  # a real checkpoint cut in half
+        atomic_torch_save({"w": torch.randn(100, 100)}, p)
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    else:
+        p.write_bytes(content)
+    with pytest.raises(CheckpointError, match="c.pt"):
+        safe_torch_load(p)
+
+
+def test_truncated_safetensors(tmp_path):
+    p = save_weights(nn.Linear(50, 50), tmp_path / "w.safetensors")
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_weights(p)
+
+
+def test_shape_mismatch_names_keys(tmp_path):
+    p = save_weights(nn.Linear(4, 3), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match=r"weight: file \(3, 4\) vs model \(3, 5\)"):
+        load_weights_into(nn.Linear(5, 3), p)
+
+
+def test_atomic_save_leaves_no_temp_files(tmp_path):
+    atomic_torch_save({"a": torch.ones(3)}, tmp_path / "x.pt")
+    assert [f.name for f in tmp_path.iterdir()] == ["x.pt"]
+
+
+def test_ensure_writable_creates_parents(tmp_path):
+    p = ensure_writable(tmp_path / "a" / "b" / "c.txt")
+    assert p.parent.is_dir()
