@@ -11,7 +11,9 @@ __version__ = "0.1.0"
 _SUBPACKAGES = {"core", "data", "models", "measure", "train", "graph", "prune", "quantize", "distill",
                 "lowrank", "arch", "dynamic", "export", "recipe"}
 # in-place verbs, each owned by its family: name -> (subpackage, attribute)
-_VERBS: dict[str, tuple[str, str]] = {}
+_VERBS: dict[str, tuple[str, str]] = {
+    "prune_": ("prune", "prune_"),
+}
 
 
 def __getattr__(name: str):
