@@ -1,6 +1,8 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,7 +65,9 @@ def test_train_on_digits_refuses_overwrite(tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point():
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     r = subprocess.run([sys.executable, "-m", "netcompress", "analyze", "--model", "resnet20",
-                        "--input-shape", "1,3,32,32", "--json"], capture_output=True, text=True, timeout=120)
+                        "--input-shape", "1,3,32,32", "--json"], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["totals"]["params"] > 270_000
