@@ -24,8 +24,8 @@ def group_scores(model, graph, importance) -> list[np.ndarray]:
 
 def kept_count(n: int, n_prune: int, round_to: int, min_keep: int) -> int:
     keep = max(n - n_prune, min(min_keep, n))
-    if round_to > 1:
-        keep = min(n, math.ceil(keep / round_to) * round_to)
+    if round_to > 1:  # nearest multiple (never zero): a count of 8k runs full SIMD lanes
+        keep = min(n, max(round_to, math.floor(keep / round_to + 0.5) * round_to))
     return keep
 
 
