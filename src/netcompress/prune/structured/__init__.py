@@ -2,7 +2,9 @@
 removed physically through the channel graph (netcompress.graph)."""
 from .channels import PruneResult, prune_channels
 from .config import MACs, BlockPruning, ChannelPruning, Global, Latency, Local, Params
+from .depth import block_contributions, find_blocks, prune_blocks, zero_branches_
 from .importance import BNScale, Importance, L1, L2, Random, Taylor
 
 __all__ = ["BNScale", "BlockPruning", "ChannelPruning", "Global", "Importance", "L1", "L2", "Latency", "Local",
-           "MACs", "Params", "PruneResult", "Random", "Taylor", "prune_channels"]
+           "MACs", "Params", "PruneResult", "Random", "Taylor", "block_contributions", "find_blocks", "prune_blocks",
+           "prune_channels", "zero_branches_"]
