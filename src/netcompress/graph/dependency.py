@@ -83,6 +83,7 @@ class Layer:
     spatial: int
     bias: bool
     depthwise: bool = False
+    in_shape: tuple[int, ...] = ()  # (B, C, ...) of the example input, for building latency tables
 
 
 @dataclass
@@ -215,10 +216,12 @@ class ChannelGraph:
             if mod.groups == 1:
                 out = self._producer(name, mod.out_channels)
                 self.usages += [Usage(name, "in", labels), Usage(name, "out", out)]
-                self.layers.append(Layer(name, labels, out, kernel, spatial, mod.bias is not None))
+                self.layers.append(Layer(name, labels, out, kernel, spatial, mod.bias is not None,
+                                         in_shape=shape_of(node.args[0])))
             elif mod.groups == in_ch == mod.out_channels and not transposed:
                 self.usages.append(Usage(name, "channel", labels))  # depthwise: one channel in, one out
-                self.layers.append(Layer(name, None, labels, kernel, spatial, mod.bias is not None, depthwise=True))
+                self.layers.append(Layer(name, None, labels, kernel, spatial, mod.bias is not None, depthwise=True,
+                                         in_shape=shape_of(node.args[0])))
                 out = labels
             else:  # grouped conv: channels are tied to their group; keep both sides whole
                 self._lock(labels)
@@ -231,7 +234,8 @@ class ChannelGraph:
                 raise self._fail(node, f"expects {mod.in_features} features on the last dim")
             out = self._producer(name, mod.out_features)
             self.usages += [Usage(name, "in", labels), Usage(name, "out", out)]
-            self.layers.append(Layer(name, labels, out, 1, math.prod(shape[1:-1]), mod.bias is not None))
+            self.layers.append(Layer(name, labels, out, 1, math.prod(shape[1:-1]), mod.bias is not None,
+                                     in_shape=shape_of(node.args[0])))
             self._labels[node] = (out, len(shape) - 1)
         elif isinstance(mod, _BN):
             if cdim != 1:
