@@ -127,6 +127,7 @@ class ChannelGraph:
         self._source_of_module: dict[str, np.ndarray] = {}
         self.usages: list[Usage] = []
         self.layers: list[Layer] = []
+        self.normed: set[str] = set()  # producers whose output goes straight into a norm (gates sit after it)
         self._labels: dict[fx.Node, tuple[np.ndarray, int]] = {}
         for node in self.gm.graph.nodes:
             self._visit(node)
@@ -242,11 +243,13 @@ class ChannelGraph:
                 raise self._fail(node, "BatchNorm expects channels on dim 1")
             self.usages.append(Usage(name, "channel", labels))
             self._labels[node] = (labels, cdim)
+            self._mark_normed(node)
         elif isinstance(mod, nn.LayerNorm):
             # normalising over the channels alone: prunable (statistics then cover the kept channels only)
             if tuple(mod.normalized_shape) == (len(labels),) and cdim == len(shape) - 1:
                 if mod.weight is not None:
                     self.usages.append(Usage(name, "channel", labels))
+                    self._mark_normed(node)
             else:
                 self._lock(labels)
             self._labels[node] = (labels, cdim)
@@ -259,6 +262,11 @@ class ChannelGraph:
             self._labels[node] = (labels, cdim)
         else:
             raise self._fail(node, f"{type(mod).__name__} is not a layer the graph knows")
+
+    def _mark_normed(self, node: fx.Node) -> None:
+        src = node.args[0]
+        if isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1:
+            self.normed.add(src.target)
 
     def _producer(self, name: str, size: int, locked: bool = False) -> np.ndarray:
         if name not in self._source_of_module:  # a module called twice produces the same channels
