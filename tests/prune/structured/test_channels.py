@@ -27,7 +27,7 @@ def same(a, b):
                          ids=lambda i: type(i).__name__)
 @pytest.mark.parametrize("scope", [Local(), Global()], ids=lambda s: type(s).__name__)
 def test_mac_budget_met_and_measured(importance, scope, digits28):
-    model = nc.models.create_model("resnet20", in_channels=1, input_size=28)
+    model = nc.models.create_model("resnet20", in_channels=1, input_size=28, width=8)
     x = torch.randn(2, 1, 28, 28)
     dense_macs = analyze(model, x).totals["macs"]
     nc.prune_(model, ChannelPruning(budget=MACs(0.5), importance=importance, scope=scope),
