@@ -26,9 +26,9 @@ def test_slimming_shrinks_bn_scales_and_prunes_to_budget(digits28):
     plain, slim = small(), small()
     slim.load_state_dict(plain.state_dict())
     Trainer(plain, digits28.train, cfg()).fit()
-    Trainer(slim, digits28.train, cfg(), callbacks=[SlimmingPenalty(5e-3)]).fit()
+    Trainer(slim, digits28.train, cfg(), callbacks=[SlimmingPenalty(0.2)]).fit()
     l1 = lambda m: sum(b.weight.abs().sum().item() for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))  # noqa: E731
-    assert l1(slim) < 0.9 * l1(plain)
+    assert l1(slim) < 0.8 * l1(plain)
     r = prune_channels(slim, ChannelPruning(budget=MACs(0.5), importance=BNScale(), scope=Global()), X)
     assert 2.0 <= r.mac_ratio < 2.4
 
@@ -36,18 +36,23 @@ def test_slimming_shrinks_bn_scales_and_prunes_to_budget(digits28):
 def test_gates_are_binary_and_reach_target(digits28):
     model = small()
     gates = ChannelGates(model, X, target=MACs(0.5), strength=20.0, lr=0.5)
-    assert float(gates.expected_macs(hard=True)) == pytest.approx(1.0)
+    assert float(gates.expected_macs(hard=True).detach()) == pytest.approx(1.0)
     Trainer(model, digits28.train, cfg(epochs=2), callbacks=[gates]).fit()
     assert not gates._hooks  # detached after fit
-    assert float(gates.expected_macs(hard=True)) < 0.9  # the penalty closed gates, no ratios given
+    assert float(gates.expected_macs(hard=True).detach()) < 0.9  # the penalty closed gates, no ratios given
     # the gated network equals the network with closed-gate channels removed
+    graph = gates.graph
+    with torch.no_grad():
+        for grp in graph.groups:  # a fully closed layer cannot be removed: reopen its best channel
+            units = graph.unit_of[[u[0] for u in grp.units]]
+            if (gates.logits[units] <= 0).all():
+                gates.logits[units[gates.logits[units].argmax()]] = 1.0
     gates.attach()
     with torch.no_grad():
         gated_out = model.eval()(X)
     gates.detach()
     closed = (gates.logits <= 0).numpy()
     pruned = copy.deepcopy(model)
-    graph = gates.graph
     plan = graph.plan((~graph.channel_keep(closed)).nonzero()[0])
     plan.apply(pruned)
     assert (pruned.eval()(X) - gated_out).abs().max() <= 1e-4
