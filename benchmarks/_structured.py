@@ -22,19 +22,22 @@ def args(doc: str, default_models=("resnet56", "vgg_small")):
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--models", nargs="+", default=list(default_models))
     p.add_argument("--n-train", type=int, default=6000, help="training subset (0 = full 55k); states the budget")
+    p.add_argument("--n-test", type=int, default=0, help="test subset (0 = all 10k); states the budget")
     p.add_argument("--ft-epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
 
 
-def subset(n_train: int):
+def subset(n_train: int, n_test: int = 0):
+    """Fashion-MNIST with seeded random subsets of the train and test splits (0 = all)."""
     splits = dataset("fashion_mnist")
-    if n_train and n_train < len(splits.train):
-        g = torch.Generator().manual_seed(0)
-        idx = torch.randperm(len(splits.train), generator=g)[:n_train]
-        x, y = splits.train.tensors
-        splits = dataclasses.replace(splits, train=TensorDataset(x[idx], y[idx]))
+    for part, n in (("train", n_train), ("test", n_test)):
+        data = getattr(splits, part)
+        if n and n < len(data):
+            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n]
+            x, y = data.tensors
+            splits = dataclasses.replace(splits, **{part: TensorDataset(x[idx], y[idx])})
     return splits
 
 

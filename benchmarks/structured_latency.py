@@ -18,7 +18,7 @@ from netcompress.prune.structured import L2, ChannelPruning, Latency, prune_chan
 def main():
     a = args(__doc__)
     torch.set_num_threads(a.threads)
-    splits = subset(a.n_train)
+    splits = subset(a.n_train, a.n_test)
     shape = splits.input_shape
     x1 = torch.randn(1, *shape)
     rows, payload = [], {"args": vars(a), "models": {}}

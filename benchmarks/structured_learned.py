@@ -23,7 +23,7 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 def main():
     a = args(__doc__, default_models=("vgg_small",))
     torch.set_num_threads(a.threads)
-    splits = subset(a.n_train)
+    splits = subset(a.n_train, a.n_test)
     shape = splits.input_shape
     x1, x2 = torch.randn(1, *shape), torch.randn(2, *shape)
     rows, payload = [], {"args": vars(a), "models": {}}
