@@ -129,7 +129,7 @@ def test_plan_file_replays_and_is_not_overwritten(tmp_path):
 def test_pruned_model_exports_to_onnx(tmp_path):
     from netcompress.export import to_onnx
 
-    model = resnet().eval()
+    model = nc.models.create_model("vgg_small", in_channels=1, input_size=16, width=8).eval()
     prune_channels(model, ChannelPruning(budget=MACs(0.5)), X)
     to_onnx(model, X, tmp_path / "pruned.onnx")  # verify=True: onnxruntime output checked against torch
     assert (tmp_path / "pruned.onnx").stat().st_size > 0
