@@ -57,3 +57,18 @@ def test_channel_mixing_ops_lock_instead_of_pruning():
             return self.b(torch.softmax(self.a(x), dim=1))
 
     assert ChannelGraph(Soft(), torch.randn(2, 1, 8, 8)).groups == []
+
+
+def test_raw_parameter_on_channels_locks_them():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 6, 3)
+            self.scale = nn.Parameter(torch.ones(1, 4, 1, 1))
+            self.c = nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x) * self.scale) * 2.0)
+
+    graph = ChannelGraph(Scaled(), torch.randn(2, 1, 8, 8))
+    assert [g.sources for g in graph.groups] == [["b"]]  # "a" feeds an unsliceable parameter; "c" is the output

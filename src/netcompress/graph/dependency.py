@@ -322,20 +322,21 @@ class ChannelGraph:
                 labels, cdim = self._labels[arg]
                 c_out = cdim + rank - len(s)  # broadcasting aligns from the right
                 if len(labels) == shape[c_out]:
+                    if cdim_out is not None and c_out != cdim_out:
+                        raise self._fail(node, "its operands carry channels on different dims")
                     aligned.append(labels)
                     cdim_out = c_out
                 else:  # a size-1 channel broadcast over all channels: ties them together
                     self._lock(labels)
                     lock_all = True
-            elif s is not None and cdim_out is None:
-                lock_all = lock_all or len(s) > 0  # decided below once cdim_out is known
         if not aligned:
             raise self._fail(node, "no operand keeps the output's channels")
         for other in aligned[1:]:
             if len(other) != len(aligned[0]):
                 raise self._fail(node, "operands disagree on the channel count")
             self._union(aligned[0], other)
-        for arg in node.args[:2]:  # a raw tensor (parameter, constant) with a channel axis cannot be sliced
+        # a raw tensor (parameter, constant) with a channel axis cannot be sliced: keep those channels
+        for arg in (node.args + tuple(node.kwargs.values()))[:2]:
             s = shape_of(arg) if isinstance(arg, fx.Node) else None
             if isinstance(arg, fx.Node) and arg not in self._labels and s is not None:
                 c = cdim_out - (rank - len(s))
@@ -369,7 +370,7 @@ class ChannelGraph:
             self._labels[node] = (parts[0][0], cdim)
 
     def _reshape(self, node, shape, labels, cdim) -> None:
-        s_in = shape_of(node.args[0]) if node.op != "call_module" else shape_of(node.args[0])
+        s_in = shape_of(node.args[0])
         pre, c, post = math.prod(s_in[:cdim]), s_in[cdim], math.prod(s_in[cdim + 1:])
         for k in range(len(shape)):
             if math.prod(shape[:k]) != pre:
