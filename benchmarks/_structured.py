@@ -18,8 +18,10 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 FT = dict(batch_size=128, lr=0.01, optimizer="sgd", scheduler="cosine", weight_decay=5e-4)
 
 
-def args(doc: str, default_models=("resnet56", "vgg_small")):
+def args(doc: str, default_models=("resnet56", "vgg_small"), methods=()):
     p = argparse.ArgumentParser(description=doc)
+    if methods:
+        p.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
     p.add_argument("--models", nargs="+", default=list(default_models))
     p.add_argument("--n-train", type=int, default=6000, help="training subset (0 = full 55k); states the budget")
     p.add_argument("--n-test", type=int, default=0, help="test subset (0 = all 10k); states the budget")

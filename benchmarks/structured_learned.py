@@ -21,7 +21,7 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 
 
 def main():
-    a = args(__doc__, default_models=("vgg_small",))
+    a = args(__doc__, default_models=("vgg_small",), methods=("slimming", "gates"))
     torch.set_num_threads(a.threads)
     splits = subset(a.n_train, a.n_test)
     shape = splits.input_shape
@@ -44,44 +44,61 @@ def main():
             print(markdown_table([r]), flush=True)
 
         row("dense", dense, dense_test["accuracy"], base_epochs, 0)
-        # network slimming: L1 on BN scales while training on from the baseline, then global BN-scale pruning
-        slim = copy.deepcopy(dense)
         cfg = TrainConfig(epochs=a.ft_epochs, seed=0, progress=False, **FT)
-        Trainer(slim, splits.train, cfg, callbacks=[SlimmingPenalty(1e-4)]).fit()
-        r_slim = prune_channels(slim, ChannelPruning(budget=MACs(0.5), importance=BNScale(), scope=Global()), x2)
-        one = evaluate(slim, splits.test)["accuracy"]
-        acc = fine_tune(slim, splits, a.ft_epochs)["accuracy"]
-        row("network slimming (L1 on gamma 1e-4, global BN scale)", slim, acc, a.ft_epochs, a.ft_epochs,
-            f"one-shot {one * 100:.2f}")
-        # learnable gates: straight-through binary masks with a MACs penalty, then prune by gate logits
-        gated = copy.deepcopy(dense)
-        gates = ChannelGates(gated, x2, target=MACs(0.5))
-        Trainer(gated, splits.train, cfg, callbacks=[gates]).fit()
-        hard = float(gates.expected_macs(hard=True))
-        prune_channels(gated, ChannelPruning(budget=MACs(0.5), importance=gates.importance(), scope=Global()), x2)
-        one = evaluate(gated, splits.test)["accuracy"]
-        acc = fine_tune(gated, splits, a.ft_epochs)["accuracy"]
-        row("learnable gates (STE, MACs penalty)", gated, acc, a.ft_epochs, a.ft_epochs,
-            f"gates alone kept {hard:.3f} of MACs; one-shot {one * 100:.2f}")
-        # Rethinking controls on the slimming architecture: fresh init, trained from scratch
-        for label, epochs in (("Scratch-E", base_epochs),
-                              ("Scratch-B", max(base_epochs, round(base_epochs * r_slim.mac_ratio)))):
-            torch.manual_seed(1)
-            scratch = create_model(name, in_channels=shape[0], input_size=shape[1], num_classes=splits.num_classes)
-            PrunePlan.from_dict(r_slim.plan.to_dict()).apply(scratch)
-            for m in scratch.modules():  # re-initialise: the plan kept the dense init's slices
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-            sched = {**BASELINE_SCHEDULES[name], "epochs": epochs}
-            Trainer(scratch, splits.train, TrainConfig(seed=1, progress=False, **sched)).fit()
-            acc = evaluate(scratch, splits.test)["accuracy"]
-            row(f"{label} (slimming architecture, from scratch)", scratch, acc, 0, epochs,
-                "same epochs as dense" if label == "Scratch-E" else "same compute as dense")
+        if "slimming" in a.methods:
+            r_slim = slimming(a, dense, splits, cfg, x2, row)
+            scratch(name, r_slim, splits, row, base_epochs)
+        if "gates" in a.methods:
+            gates_row(a, dense, splits, cfg, x2, row)
         payload["models"][name] = {"rows": entry, "seconds": time.time() - t0}
     payload["rows"] = rows
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
-    write_json("structured_learned", payload)
+    suffix = "" if set(a.methods) == {"slimming", "gates"} else "_" + "_".join(a.methods)
+    write_json("structured_learned" + suffix, payload)
+
+
+def slimming(a, dense, splits, cfg, x2, row):
+    """Network slimming: L1 on BN scales while training on from the baseline, then global BN-scale pruning."""
+    slim = copy.deepcopy(dense)
+    Trainer(slim, splits.train, cfg, callbacks=[SlimmingPenalty(1e-4)]).fit()
+    r_slim = prune_channels(slim, ChannelPruning(budget=MACs(0.5), importance=BNScale(), scope=Global()), x2)
+    one = evaluate(slim, splits.test)["accuracy"]
+    acc = fine_tune(slim, splits, a.ft_epochs)["accuracy"]
+    row("network slimming (L1 on gamma 1e-4, global BN scale)", slim, acc, a.ft_epochs, a.ft_epochs,
+        f"one-shot {one * 100:.2f}")
+    return r_slim
+
+
+def gates_row(a, dense, splits, cfg, x2, row):
+    """Learnable gates: straight-through binary masks with a MACs penalty, then prune by gate logits."""
+    gated = copy.deepcopy(dense)
+    gates = ChannelGates(gated, x2, target=MACs(0.5))
+    Trainer(gated, splits.train, cfg, callbacks=[gates]).fit()
+    hard = float(gates.expected_macs(hard=True).detach())
+    prune_channels(gated, ChannelPruning(budget=MACs(0.5), importance=gates.importance(), scope=Global()), x2)
+    one = evaluate(gated, splits.test)["accuracy"]
+    acc = fine_tune(gated, splits, a.ft_epochs)["accuracy"]
+    row("learnable gates (STE, MACs penalty)", gated, acc, a.ft_epochs, a.ft_epochs,
+        f"gates alone kept {hard:.3f} of MACs; one-shot {one * 100:.2f}")
+
+
+def scratch(name, r_slim, splits, row, base_epochs):
+    """Rethinking controls on the slimming architecture: fresh init, trained from scratch."""
+    shape = splits.input_shape
+    for label, epochs in (("Scratch-E", base_epochs),
+                          ("Scratch-B", max(base_epochs, round(base_epochs * r_slim.mac_ratio)))):
+        torch.manual_seed(1)
+        model = create_model(name, in_channels=shape[0], input_size=shape[1], num_classes=splits.num_classes)
+        PrunePlan.from_dict(r_slim.plan.to_dict()).apply(model)
+        for m in model.modules():  # re-initialise: the plan kept the dense init's slices
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        Trainer(model, splits.train, TrainConfig(seed=1, progress=False, **{**BASELINE_SCHEDULES[name],
+                                                                             "epochs": epochs})).fit()
+        acc = evaluate(model, splits.test)["accuracy"]
+        row(f"{label} (slimming architecture, from scratch)", model, acc, 0, epochs,
+            "same epochs as dense" if label == "Scratch-E" else "same compute as dense")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def test_slimming_shrinks_bn_scales_and_prunes_to_budget(digits28):
 
 def test_gates_are_binary_and_reach_target(digits28):
     model = small()
-    gates = ChannelGates(model, X, target=MACs(0.5), strength=20.0, lr=0.5)
+    gates = ChannelGates(model, X, target=MACs(0.5), strength=5.0, lr=0.1)
     assert float(gates.expected_macs(hard=True).detach()) == pytest.approx(1.0)
     Trainer(model, digits28.train, cfg(epochs=2), callbacks=[gates]).fit()
     assert not gates._hooks  # detached after fit

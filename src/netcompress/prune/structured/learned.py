@@ -57,7 +57,7 @@ class ChannelGates(Callback):
     """
 
     def __init__(self, model: nn.Module, example_inputs, target: MACs = MACs(0.5), strength: float = 5.0,
-                 temperature: float = 1.0, init: float = 2.0, lr: float = 0.05):
+                 temperature: float = 1.0, init: float = 1.0, lr: float = 0.1):
         if not isinstance(target, MACs):
             raise ConfigError(f"ChannelGates.target must be MACs(fraction), got {target!r}")
         for name, v in (("strength", strength), ("temperature", temperature), ("lr", lr)):
@@ -126,11 +126,14 @@ class ChannelGates(Callback):
     # ----- Trainer hooks
     def on_fit_start(self, trainer):
         self.attach()
-        opt = getattr(trainer, "optimizer", None)
-        if opt is None:
-            raise ConfigError("ChannelGates needs the Trainer's optimizer to register its gate parameters")
-        if not any(p is self.logits for grp in opt.param_groups for p in grp["params"]):
-            opt.add_param_group({"params": [self.logits], "lr": self.lr, "weight_decay": 0.0, "momentum": 0.9})
+        # the gates get their own Adam: the penalty's gradient per logit is ~1/width, far below the
+        # weights' scale, and a per-parameter step size lets every gate move at the same pace
+        if getattr(self, "_opt", None) is None:
+            self._opt = torch.optim.Adam([self.logits], lr=self.lr)
+
+    def on_step_end(self, trainer, step, loss):
+        self._opt.step()
+        self._opt.zero_grad(set_to_none=True)
 
     def extra_loss(self, trainer, inputs, outputs, targets):
         over = self.expected_macs(hard=False) - self.target.fraction
@@ -145,11 +148,15 @@ class ChannelGates(Callback):
         self.detach()
 
     def state_dict(self):
-        return {"logits": self.logits.detach().clone()}
+        opt = getattr(self, "_opt", None)
+        return {"logits": self.logits.detach().clone(), "optimizer": opt.state_dict() if opt else None}
 
     def load_state_dict(self, state):
         with torch.no_grad():
             self.logits.copy_(state["logits"])
+        if state.get("optimizer") is not None:
+            self._opt = torch.optim.Adam([self.logits], lr=self.lr)
+            self._opt.load_state_dict(state["optimizer"])
 
     def importance(self) -> Precomputed:
         """Gate logits as channel scores (comparable across layers) for ChannelPruning; hooks removed."""
