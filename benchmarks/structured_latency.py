@@ -47,7 +47,7 @@ def main():
     payload["rows"] = rows
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
-    write_json("structured_latency", payload)
+    write_json("structured_latency_" + "_".join(a.models), payload)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def main():
     payload["rows"] = rows
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
-    write_json("structured_prune", payload)
+    write_json("structured_prune_" + "_".join(a.models), payload)
 
 
 if __name__ == "__main__":
