@@ -71,8 +71,11 @@ def latency_rows(models: dict, input_shape, repeats: int, threads: int = 1) -> d
             sessions[k] = ort_session(path, threads=threads)
         for batch in (32, 1):
             x = torch.randn(batch, *input_shape)
-            eager = compare_latency(models, x, warmup=5, repeats=repeats, threads=threads)
-            ort = compare_latency({k: ort_callable(s) for k, s in sessions.items()}, x, warmup=5, repeats=repeats,
+            # a batch-1 call lasts ~1 ms: 20 of them fit in one scheduler slice of a loaded machine, so
+            # batch 1 gets 10x the repeats to spread over many slices
+            n = repeats * (10 if batch == 1 else 1)
+            eager = compare_latency(models, x, warmup=5, repeats=n, threads=threads)
+            ort = compare_latency({k: ort_callable(s) for k, s in sessions.items()}, x, warmup=5, repeats=n,
                                   threads=threads)
             for k in models:
                 out.setdefault(k, {})[f"eager_b{batch}_ms"] = eager[k].median_ms

@@ -13,7 +13,7 @@ from ...graph import ChannelGraph, PrunePlan
 from ..api import PRUNE_TRANSFORMS
 from .config import ChannelPruning, Latency
 from .importance import L1
-from .search import group_scores, select, solve_budget
+from .search import group_scores, normalised, select, solve_budget
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
 
         pruned, latency = solve_latency(model, graph, scores, config, x, importance.comparable)
     elif config.budget is not None:
-        from .search import normalised
-
         scores = normalised(scores, config.scope, importance.comparable)
         pruned = solve_budget(graph, scores, config.budget, config.scope, config.round_to, config.min_channels,
                               extra_params)
     else:
-        from .search import normalised
-
         scores = normalised(scores, config.scope, importance.comparable)
         pruned = select(graph, scores, config.ratio, config.scope, config.round_to, config.min_channels)
     plan = graph.plan(np.nonzero(~graph.channel_keep(pruned))[0])
