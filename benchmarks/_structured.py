@@ -18,8 +18,10 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 FT = dict(batch_size=128, lr=0.01, optimizer="sgd", scheduler="cosine", weight_decay=5e-4)
 
 
-def args(doc: str, default_models=("resnet56", "vgg_small"), methods=()):
+def args(doc: str, default_models=("resnet56", "vgg_small"), methods=(), flags: dict | None = None):
     p = argparse.ArgumentParser(description=doc)
+    for flag, help_ in (flags or {}).items():
+        p.add_argument(flag, action="store_true", help=help_)
     if methods:
         p.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
     p.add_argument("--models", nargs="+", default=list(default_models))
