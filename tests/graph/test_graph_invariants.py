@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from archs import DenseBlockNet, Functional, MobileNetV2ish, UNet
+from graph_archs import DenseBlockNet, Functional, MobileNetV2ish, UNet
 from torch import nn
 
 from netcompress.graph import ChannelGraph, PrunePlan

@@ -1,7 +1,7 @@
 """An op the graph cannot follow is an error that names it, never a silently wrong shape."""
 import pytest
 import torch
-from archs import Unsupported
+from graph_archs import Unsupported
 from torch import nn
 
 from netcompress.core.errors import ModelError
