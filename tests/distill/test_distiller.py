@@ -10,7 +10,8 @@ from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
 from netcompress.core.errors import ConfigError, ModelError
-from netcompress.distill import FSP, KD, AttentionTransfer, Distiller, Hint, LogitRegression, kd_loss, train_hints
+from netcompress.distill import (FSP, KD, AttentionTransfer, Distiller, Hint, LogitRegression, TeacherCache, kd_loss,
+                                 train_hints)
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, Trainer, evaluate
 
@@ -97,6 +98,22 @@ def test_cache_skips_the_teacher_after_the_first_epoch_and_changes_nothing(digit
     assert runs[False][0] == 3 * batches and runs[True][0] == batches
     for a, b in zip(runs[False][1].parameters(), runs[True][1].parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_shared_cache_runs_the_teacher_once_for_several_methods(digits8):
+    t, student = _resnets()
+    teacher = _Counting(t)
+    data = _subset(digits8.train, 128)
+    cache = TeacherCache()
+    filler = Distiller(teacher, copy.deepcopy(student), AttentionTransfer([("layer1", "inner.layer1"),
+                                                                          ("layer2", "inner.layer2")]), cache=cache)
+    assert filler.precompute(data, batch_size=64) == 128 and teacher.calls == 2
+    for terms in ([KD()], [AttentionTransfer([("layer2", "inner.layer2")])]):
+        d = Distiller(teacher, copy.deepcopy(student), terms, cache=cache)
+        Trainer(d.student, data, _cfg(epochs=2), callbacks=[d]).fit()
+    assert teacher.calls == 2
+    with pytest.raises(ConfigError, match="another teacher"):
+        Distiller(_mlp((8,), 0), _mlp((8,), 1), KD(), cache=cache)
 
 
 def test_kd_is_the_finetuning_loss_of_a_masked_student(digits8):

@@ -30,7 +30,7 @@ from .terms import FSP, KD, AttentionTransfer, Hint, LogitRegression, Term, stud
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Distiller"]
+__all__ = ["Distiller", "TeacherCache", "train_hints"]
 
 Selector = Callable[[Any], "torch.Tensor | Sequence[torch.Tensor]"]
 
@@ -44,6 +44,44 @@ def _make_adapter(s_shape: torch.Size, t_shape: torch.Size, name: str) -> nn.Mod
     raise ModelError(f"hint {name}: cannot build an adapter from a feature of shape {tuple(s_shape)} to "
                      f"one of shape {tuple(t_shape)}; tap two conv layers (B, C, H, W) or two linear "
                      "layers (B, F)")
+
+
+class TeacherCache:
+    """Per-sample teacher outputs (logits, tapped features) on the CPU, keyed by an input fingerprint.
+
+    Pass one instance as ``cache=`` to several Distillers of the same teacher to run the teacher once
+    for all of them (e.g. comparing distillation methods on the same transfer set)."""
+
+    def __init__(self):
+        self.teacher: Optional[nn.Module] = None
+        self.entries: dict[float, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
+        self._proj: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def keys_for(self, x: torch.Tensor) -> list[float]:
+        # a random projection per sample: equal inputs give equal keys, distinct ones collide with
+        # negligible probability in float64
+        flat = x.detach().flatten(1).to("cpu", torch.float64)
+        if self._proj is None or self._proj.numel() != flat.shape[1]:
+            gen = torch.Generator().manual_seed(0x5EED)
+            self._proj = torch.randn(flat.shape[1], generator=gen, dtype=torch.float64)
+        return (flat @ self._proj).tolist()
+
+    def lookup(self, keys: list[float], names: Sequence[str]):
+        rows = [self.entries.get(k) for k in keys]
+        if any(r is None or any(n not in r[1] for n in names) for r in rows):
+            return None
+        return torch.stack([r[0] for r in rows]), {n: torch.stack([r[1][n] for r in rows]) for n in names}
+
+    def store(self, keys: list[float], logits: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
+        logits = logits.detach().cpu()
+        feats = {n: f.detach().cpu() for n, f in feats.items()}
+        for i, k in enumerate(keys):
+            old = self.entries.get(k, (None, {}))[1]
+            # clone: a row view would keep the whole batch tensor alive
+            self.entries[k] = (logits[i].clone(), {**old, **{n: f[i].clone() for n, f in feats.items()}})
 
 
 class _Modes:
@@ -71,16 +109,15 @@ class Distiller(Callback):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, terms: Any, *,
                  task_weight: Optional[float] = None, example_input: Optional[torch.Tensor] = None,
-                 cache: bool = False, student_logits: Optional[Selector] = None):
+                 cache: "bool | TeacherCache" = False, student_logits: Optional[Selector] = None):
         terms = tuple(terms) if isinstance(terms, (list, tuple)) else (terms,)
-        self._validate(teacher, student, terms, task_weight)
+        self._validate(teacher, student, terms, task_weight, cache)
         self.teacher, self.student, self.terms = teacher, student, terms
         kd = [t for t in terms if isinstance(t, KD)]
         self.task_weight = kd[0].beta if kd else (1.0 if task_weight is None else float(task_weight))
         self.select: Selector = student_logits or logits_of
-        self.cache_enabled = bool(cache)
-        self._cache: dict[float, tuple] = {}
-        self._key_proj: Optional[torch.Tensor] = None
+        self.cache: Optional[TeacherCache] = cache if isinstance(cache, TeacherCache) else (
+            TeacherCache() if cache else None)
         s_names = list(dict.fromkeys(n for t in terms for n in student_layers(t)))
         t_names = list(dict.fromkeys(n for t in terms for n in teacher_layers(t)))
         # resolving names here raises for a missing layer before anything is changed
@@ -97,13 +134,17 @@ class Distiller(Callback):
         # freeze only after every check passed: a failed call leaves the caller's models untouched
         teacher.eval()
         teacher.requires_grad_(False)
+        if self.cache is not None:
+            self.cache.teacher = teacher
 
     # ----------------------------------------------------------------------------------- checks
     @staticmethod
-    def _validate(teacher, student, terms, task_weight) -> None:
+    def _validate(teacher, student, terms, task_weight, cache) -> None:
         for role, m in (("teacher", teacher), ("student", student)):
             if not isinstance(m, nn.Module):
                 raise ConfigError(f"{role} must be an nn.Module; got {type(m).__name__}")
+        if isinstance(cache, TeacherCache) and cache.teacher is not None and cache.teacher is not teacher:
+            raise ConfigError("this TeacherCache holds another teacher's outputs; use one cache per teacher")
         if teacher is student:
             raise ConfigError("teacher and student are the same module; distil from a separate (copied) model")
         if not terms:
@@ -156,30 +197,26 @@ class Distiller(Callback):
             feats = {n: taps[n] for n in self._teacher_names}
         return logits, feats
 
-    def _sample_keys(self, x: torch.Tensor) -> list[float]:
-        # a random projection per sample: equal inputs give equal keys, distinct ones collide with
-        # negligible probability in float64
-        flat = x.detach().flatten(1).to("cpu", torch.float64)
-        if self._key_proj is None or self._key_proj.numel() != flat.shape[1]:
-            gen = torch.Generator().manual_seed(0x5EED)
-            self._key_proj = torch.randn(flat.shape[1], generator=gen, dtype=torch.float64)
-        return (flat @ self._key_proj).tolist()
-
     def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The frozen teacher's (logits, tapped features) for ``x``, from the cache when enabled and filled."""
-        if not self.cache_enabled:
+        if self.cache is None:
             return self._teacher_forward(x)
-        keys = self._sample_keys(x)
-        if all(k in self._cache for k in keys):
-            rows = [self._cache[k] for k in keys]
-            logits = torch.stack([r[0] for r in rows])
-            return logits, {n: torch.stack([r[1][n] for r in rows]) for n in self._teacher_names}
+        keys = self.cache.keys_for(x)
+        hit = self.cache.lookup(keys, self._teacher_names)
+        if hit is not None:
+            return hit
         logits, feats = self._teacher_forward(x)
-        feats_cpu = {n: f.detach().cpu() for n, f in feats.items()}
-        for i, (k, row) in enumerate(zip(keys, logits.detach().cpu())):
-            # clone: a row view would keep the whole batch tensor alive
-            self._cache[k] = (row.clone(), {n: f[i].clone() for n, f in feats_cpu.items()})
+        self.cache.store(keys, logits, feats)
         return logits, feats
+
+    def precompute(self, data, batch_size: int = 256) -> int:
+        """Fill the cache with the teacher's outputs for every sample of ``data`` (a map-style Dataset of
+        (inputs, targets)); returns the number of cached samples."""
+        if self.cache is None:
+            raise ConfigError("precompute() needs a Distiller built with cache=True (or a TeacherCache)")
+        for x, _ in torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False):
+            self.teacher_outputs(x)
+        return len(self.cache)
 
     # ---------------------------------------------------------------------------------- losses
     def _term_losses(self, s_feats: dict, t_feats: dict, s_logits=None, t_logits=None) -> dict[str, torch.Tensor]:
@@ -290,7 +327,7 @@ def _no_task_loss(outputs, targets, inputs) -> torch.Tensor:
 
 
 def train_hints(teacher: nn.Module, student: nn.Module, train_data, hints: Any, config: TrainConfig,
-                example_input: torch.Tensor, **trainer_kwargs) -> list[dict]:
+                example_input: torch.Tensor, cache: "bool | TeacherCache" = False, **trainer_kwargs) -> list[dict]:
     """FitNet stage 1 (Romero et al. 2015): train the student's layers up to each guided layer, plus
     the adapters, on the hint loss alone. Layers past the guided layer are left exactly as they were
     (they are not in the optimizer, so weight decay cannot shrink them either). Follow with a KD run
@@ -300,7 +337,7 @@ def train_hints(teacher: nn.Module, student: nn.Module, train_data, hints: Any, 
     hints = tuple(hints) if isinstance(hints, (list, tuple)) else (hints,)
     if not hints or not all(isinstance(h, Hint) for h in hints):
         raise ConfigError(f"train_hints needs Hint terms; got {[type(h).__name__ for h in hints]}")
-    d = Distiller(teacher, student, hints, example_input=example_input)
+    d = Distiller(teacher, student, hints, example_input=example_input, cache=cache)
     modes = _Modes(student)
     try:
         student.eval()  # find the parameters the hints reach without touching BN statistics
