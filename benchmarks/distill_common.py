@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 import torch
@@ -50,13 +51,21 @@ def cached_teacher(tag: str, build, train_data, config: TrainConfig, payload: di
     key = _key({"tag": tag, "config": config.to_dict(), **payload, "v": 1})
     path = CACHE_DIR / "distill" / f"{tag}-{key}.safetensors"
     model = build()
+    lock = path.with_suffix(".lock")
+    while lock.exists() and not path.is_file():  # another benchmark process is training this teacher
+        time.sleep(10)
     if path.is_file():
         load_weights_into(model, path)
         log.info("teacher %s loaded from %s", tag, path)
         return model, 0.0
     start = time.time()
-    Trainer(model, train_data, config, val_data=val_data).fit()
-    save_weights(model, path, force=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(str(os.getpid()))
+    try:
+        Trainer(model, train_data, config, val_data=val_data).fit()
+        save_weights(model, path, force=True)
+    finally:
+        lock.unlink(missing_ok=True)
     path.with_suffix(".json").write_text(json.dumps({"tag": tag, "config": config.to_dict(), **payload}, indent=1))
     return model, time.time() - start
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from benchmarks.common import dataset, machine, markdown_table, write_json
-from benchmarks.distill_cnn import teacher_model
+from benchmarks.distill_cnn import SCHEDULE, teacher_model
 from benchmarks.distill_common import cached_teacher, run, subset
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.models import create_model
@@ -45,12 +45,11 @@ def main(argv=None):
     c, h, _ = splits.input_shape
     kw = dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
     test = subset(splits.test, args.test)
-    teacher, _, _ = teacher_model(splits, args, kw)
     dense_data = subset(splits.train, args.teacher_train)
-    dcfg = TrainConfig(epochs=args.teacher_epochs, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9,
-                       weight_decay=5e-4, scheduler="cosine", seed=0, progress=False)
+    dcfg = TrainConfig(epochs=args.teacher_epochs, **SCHEDULE)
     dense, _ = cached_teacher("resnet20-subset", lambda: create_model("resnet20", **kw), dense_data, dcfg,
                               {"data": splits.name, "n_train": len(dense_data), "model_kwargs": kw})
+    teacher, _, _ = teacher_model(splits, args, kw)  # after the dense model: may wait for distill_cnn's run
     train = subset(dense_data, args.student_train, seed=1)
 
     def acc(model):
@@ -72,7 +71,7 @@ def main(argv=None):
         for method in ("CE", "CE+KD"):
             model = copy.deepcopy(pruned)
             cfg = TrainConfig(epochs=epochs, batch_size=64, lr=args.lr, optimizer="sgd", momentum=0.9,
-                              weight_decay=5e-4, scheduler="cosine", seed=0, progress=False)
+                              weight_decay=5e-4, scheduler="cosine", seed=0, progress=False)  # no warm-up: fine-tuning
             cbs = [Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)] \
                 if method == "CE+KD" else []
             r = run(model, train, cfg, test, cbs)

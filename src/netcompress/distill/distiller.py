@@ -102,9 +102,10 @@ class Distiller(Callback):
     and is required to build the adapters of ``Hint`` terms. ``cache=True`` keeps the teacher's
     logits and tapped features per sample on the CPU (keyed by a fingerprint of the input), so later
     epochs skip the teacher; only for inputs without random augmentation (each new input is a miss and
-    is stored), and mind the memory of feature terms (C*H*W floats per sample and layer). ``student_logits`` selects the logits
-    from the student's outputs (default: the tensor, first of a tuple, or ``["logits"]``); it may
-    return a list (one per early exit): logit terms are then averaged over the exits.
+    is stored), and mind the memory of feature terms (C*H*W floats per sample and layer); a shared
+    ``TeacherCache`` serves several Distillers. ``student_logits`` selects the logits from the
+    student's outputs (default: the tensor, first of a tuple, or ``["logits"]``); it may return a
+    list (one per early exit): logit terms are then averaged over the exits.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, terms: Any, *,
@@ -130,7 +131,6 @@ class Distiller(Callback):
         elif any(isinstance(t, Hint) and t.adapter for t in terms):
             raise ConfigError("Hint with adapter=True needs example_input= (a batch) to size the adapter "
                               "before training, so that the optimizer can include it")
-        self._checked = example_input is not None
         # freeze only after every check passed: a failed call leaves the caller's models untouched
         teacher.eval()
         teacher.requires_grad_(False)
