@@ -14,7 +14,7 @@ import logging
 import torch
 
 from benchmarks.common import OUT_DIR, dataset, machine, markdown_table, write_json
-from benchmarks.distill_common import Jitter, cached_teacher, run
+from benchmarks.distill_common import Jitter, cached_teacher, run, subset
 from netcompress.distill import KD, Distiller
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, evaluate
@@ -55,6 +55,8 @@ def main(argv=None):
     ap.add_argument("--temps-large", type=float, nargs="+", default=[4.0, 20.0],
                     help="sweep for 800-800 (each run costs ~10x a 30-30 run on the shared CPU)")
     ap.add_argument("--alpha", type=float, default=0.9)
+    ap.add_argument("--student-train", type=int, default=None,
+                    help="seeded subset of the training split for every student run (default: all)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -76,6 +78,7 @@ def main(argv=None):
 
     scfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                        scheduler="cosine", seed=0, progress=False)
+    student_data = splits.train if args.student_train is None else subset(splits.train, args.student_train)
     alone = {}
     for student, (name, extra) in STUDENTS.items():
         for T in [None, *(args.temps if student == "30-30" else args.temps_large)]:
@@ -83,7 +86,7 @@ def main(argv=None):
             model = create_model(name, **kw, **extra)
             cbs = [] if T is None else [Distiller(teacher, model, KD(temperature=T, alpha=args.alpha,
                                                                       beta=1 - args.alpha), cache=True)]
-            r = run(model, splits.train, scfg, splits.test, cbs)
+            r = run(model, student_data, scfg, splits.test, cbs)
             r["val_acc_%"] = 100 * evaluate(model, splits.val)["accuracy"]
             rows.append({"student": student, "method": "alone" if T is None else "KD", "T": T, **r})
             logging.info("%s", rows[-1])
