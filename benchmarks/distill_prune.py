@@ -1,6 +1,7 @@
 """KD as the fine-tuning loss after pruning: a trained ResNet-20 is pruned to 75% unstructured sparsity
 (global L1 magnitude over conv + linear weights, torch.nn.utils.prune masks), then fine-tuned with the
-same budget by cross-entropy alone vs cross-entropy + KD from the ResNet-56 teacher.
+same budget by cross-entropy alone vs cross-entropy + KD, with two teachers: the ResNet-56 of
+benchmarks.distill_cnn, and the dense ResNet-20 itself (the usual "distil from the unpruned model").
 
     python -m benchmarks.distill_prune [--sparsity 0.75] [--budgets 1 2] [--test 5000]
 
@@ -35,7 +36,7 @@ def main(argv=None):
     ap.add_argument("--teacher-epochs", type=int, default=3)
     ap.add_argument("--student-train", type=int, default=2500)
     ap.add_argument("--sparsity", type=float, default=0.75)
-    ap.add_argument("--budgets", type=int, nargs="+", default=[1, 2], help="fine-tuning epochs")
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1], help="fine-tuning epochs")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--test", type=int, default=5000)
     args = ap.parse_args(argv)
@@ -66,14 +67,16 @@ def main(argv=None):
              "test_acc_%": d_acc},
             {"model": "resnet20 pruned", "fine-tune": "none", "epochs": 0, "sparsity_%": 100 * sparsity(pruned),
              "test_acc_%": p_acc}]
-    cache = TeacherCache()
+    teachers = {"resnet56": (teacher, TeacherCache()), "dense resnet20": (dense, TeacherCache())}
     for epochs in args.budgets:
-        for method in ("CE", "CE+KD"):
+        for method in ("CE", "CE+KD from resnet56", "CE+KD from dense resnet20"):
             model = copy.deepcopy(pruned)
             cfg = TrainConfig(epochs=epochs, batch_size=64, lr=args.lr, optimizer="sgd", momentum=0.9,
                               weight_decay=5e-4, scheduler="cosine", seed=0, progress=False)  # no warm-up: fine-tuning
-            cbs = [Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)] \
-                if method == "CE+KD" else []
+            cbs = []
+            if method != "CE":
+                t, cache = teachers[method.split(" from ")[1]]
+                cbs = [Distiller(t, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)]
             r = run(model, train, cfg, test, cbs)
             gap = d_acc - p_acc
             rows.append({"model": "resnet20 pruned", "fine-tune": method, "epochs": epochs,
