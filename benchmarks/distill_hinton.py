@@ -15,6 +15,7 @@ import torch
 
 from benchmarks.common import OUT_DIR, dataset, machine, markdown_table, write_json
 from benchmarks.distill_common import Jitter, cached_teacher, run, subset
+from netcompress.core.errors import NetcompressError
 from netcompress.distill import KD, Distiller
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, evaluate
@@ -30,8 +31,13 @@ def plot(rows, alone, path):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for (student, base), color in zip(alone.items(), ("tab:blue", "tab:orange")):
-        pts = sorted((r["T"], r["test_errors"]) for r in rows if r["student"] == student and r["method"] == "KD")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=color, label=f"{student} + KD")
+        pts = sorted((r["T"], r["test_errors"]) for r in rows
+                     if r["student"] == student and r["method"] == "KD" and r["test_errors"] is not None)
+        ok = [p for p in pts if p[1] < 5000]  # runs that collapsed to chance are marked, not plotted
+        ax.plot([p[0] for p in ok], [p[1] for p in ok], "o-", color=color, label=f"{student} + KD")
+        for T, _ in (p for p in pts if p[1] >= 5000):
+            ax.annotate(f"{student} T={T:g}: collapsed", (T, base), xytext=(T, base * 1.25), fontsize=7,
+                        ha="right", color=color, arrowprops=dict(arrowstyle="->", color=color))
         ax.axhline(base, color=color, ls="--", lw=1, label=f"{student} alone")
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
@@ -86,8 +92,13 @@ def main(argv=None):
             model = create_model(name, **kw, **extra)
             cbs = [] if T is None else [Distiller(teacher, model, KD(temperature=T, alpha=args.alpha,
                                                                       beta=1 - args.alpha), cache=True)]
-            r = run(model, student_data, scfg, splits.test, cbs)
-            r["val_acc_%"] = 100 * evaluate(model, splits.val)["accuracy"]
+            try:
+                r = run(model, student_data, scfg, splits.test, cbs)
+                r["val_acc_%"] = 100 * evaluate(model, splits.val)["accuracy"]
+            except NetcompressError as exc:  # e.g. the loss became NaN at a high temperature
+                logging.warning("student %s T=%s stopped: %s", student, T, exc)
+                r = {"test_acc_%": float("nan"), "test_errors": None, "train_s": None, "val_acc_%": float("-inf"),
+                     "note": "diverged (NaN loss)"}
             rows.append({"student": student, "method": "alone" if T is None else "KD", "T": T, **r})
             logging.info("%s", rows[-1])
             if T is None:
@@ -101,7 +112,7 @@ def main(argv=None):
         summary.append({"student": student, "alone_errors": alone[student], "kd_T (val-picked)": best["T"],
                         "kd_errors": best["test_errors"], "error_cut_%": 100 * cut,
                         "target_cut_%": 20.0, "met": cut >= 0.20})
-    cols = ["student", "method", "T", "val_acc_%", "test_acc_%", "test_errors", "train_s"]
+    cols = ["student", "method", "T", "val_acc_%", "test_acc_%", "test_errors", "train_s", "note"]
     print(markdown_table(rows, cols))
     print()
     print(markdown_table(summary))
