@@ -63,6 +63,10 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--student-train", type=int, default=None,
                     help="seeded subset of the training split for every student run (default: all)")
+    ap.add_argument("--teacher", default="mlp_1200_1200", choices=["mlp_1200_1200", "mlp_800_800"],
+                    help="mlp_800_800: an unregularised 800-800 teacher (diagnostic: KD from a teacher that is "
+                         "better than the 30-30 student)")
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
@@ -72,12 +76,13 @@ def main(argv=None):
 
     tcfg = TrainConfig(epochs=args.teacher_epochs, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                        scheduler="cosine", seed=0, progress=False)
+    extra = dict(dropout=0.5, input_dropout=args.input_dropout) if args.teacher == "mlp_1200_1200" else {}
     teacher, teacher_s = cached_teacher(
-        f"mlp_1200_1200-jitter{args.jitter}-indrop{args.input_dropout}",
-        lambda: create_model("mlp_1200_1200", **kw, dropout=0.5, input_dropout=args.input_dropout),
+        f"{args.teacher}-jitter{args.jitter}-indrop{args.input_dropout}",
+        lambda: create_model(args.teacher, **kw, **extra),
         Jitter(splits.train, args.jitter), tcfg, {"data": splits.name, "n_train": len(splits.train), "model_kwargs": kw})
     t_test = evaluate(teacher, splits.test)
-    rows = [{"student": "teacher 1200-1200", "method": f"dropout 0.5, in-drop {args.input_dropout}, jitter {args.jitter}px",
+    rows = [{"student": f"teacher {args.teacher}", "method": f"{extra}, jitter {args.jitter}px",
              "T": None,
              "val_acc_%": 100 * evaluate(teacher, splits.val)["accuracy"], "test_acc_%": 100 * t_test["accuracy"],
              "test_errors": int(round((1 - t_test["accuracy"]) * t_test["n"])), "train_s": teacher_s}]
@@ -86,7 +91,8 @@ def main(argv=None):
                        scheduler="cosine", seed=0, progress=False)
     student_data = splits.train if args.student_train is None else subset(splits.train, args.student_train)
     alone = {}
-    for student, (name, extra) in STUDENTS.items():
+    for student in args.students:
+        name, extra = STUDENTS[student]
         for T in [None, *(args.temps if student == "30-30" else args.temps_large)]:
             torch.manual_seed(0)
             model = create_model(name, **kw, **extra)
@@ -105,7 +111,7 @@ def main(argv=None):
                 alone[student] = r["test_errors"]
 
     summary = []
-    for student in STUDENTS:
+    for student in args.students:
         kd_rows = [r for r in rows if r["student"] == student and r["method"] == "KD"]
         best = max(kd_rows, key=lambda r: r["val_acc_%"])  # picked on validation, not test
         cut = (alone[student] - best["test_errors"]) / alone[student]
@@ -116,9 +122,10 @@ def main(argv=None):
     print(markdown_table(rows, cols))
     print()
     print(markdown_table(summary))
+    out = "distill_hinton" if args.teacher == "mlp_1200_1200" else f"distill_hinton_{args.teacher}"
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    plot(rows, alone, OUT_DIR / "distill_hinton.png")
-    print(write_json("distill_hinton", {"args": vars(args), "student_config": scfg.to_dict(),
+    plot(rows, alone, OUT_DIR / f"{out}.png")
+    print(write_json(out, {"args": vars(args), "student_config": scfg.to_dict(),
                                         "teacher_config": tcfg.to_dict(), "rows": rows, "summary": summary}))
     print(machine())
     return rows, summary
