@@ -119,6 +119,10 @@ def finish(ctx: RunContext) -> dict:
     return metrics
 
 
+def _speed(ratio: float) -> str:
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
 def before_after_table(metrics: dict) -> str:
     """A plain-text before/after table for the terminal."""
     b, f = metrics["baseline"], metrics["final"]
@@ -131,7 +135,7 @@ def before_after_table(metrics: dict) -> str:
             ("bytes on disk", f"{b['bytes_on_disk']:,}", f"{f['bytes_on_disk']:,}",
              f"{b['bytes_on_disk'] / f['bytes_on_disk']:.2f}x smaller"),
             ("latency ms", f"{b['latency_ms']:.3f}", f"{f['latency_ms']:.3f}",
-             f"{b['latency_ms'] / f['latency_ms']:.2f}x faster")]
+             _speed(b["latency_ms"] / f["latency_ms"]))]
     head = ("", f"baseline ({b['format']}, {b['runtime']})", f"final ({f['format']}, {f['runtime']})", "change")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
