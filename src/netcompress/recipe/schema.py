@@ -212,7 +212,7 @@ def _model_at(root: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
 def _message(root: type[BaseModel], err: dict) -> str:
     loc = tuple(err["loc"])
     kind = err["type"]
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc:
         owner = _model_at(root, loc[:-1])
         return unknown_key(loc[-1], list(owner.model_fields) if owner else [])
     if kind == "missing":
@@ -227,13 +227,16 @@ def _message(root: type[BaseModel], err: dict) -> str:
     return f"{msg}; got {short_repr(err['input'])}"
 
 
+_UNION_TAGS = ("int", "float", "str", "bool", "none")
+
+
 def _problems(root: type[BaseModel], exc: ValidationError, prefix: tuple = ()) -> list:
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        # pydantic reports a failing union member under its type name; drop those loc parts
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("int", "float", "str",
-                                                                                      "bool", "none"))))
+        if err["type"] != "extra_forbidden":
+            # pydantic reports a failing union member under its type name; drop those loc parts
+            loc = tuple(p for p in loc if not (isinstance(p, str) and (p.endswith("]") or p in _UNION_TAGS)))
         out.append((prefix + loc, _message(root, {**err, "loc": loc})))
     return out
 
