@@ -226,3 +226,29 @@ def test_prune_stage_through_prune_and_resume_restores_masks(zero_smallest, tmp_
     # resume a finished run: stages are restored (masks re-created), not re-run, with the same result
     again = run_recipe(path, tmp_path / "run", resume=True, progress=False)
     same_results(again, first)
+
+
+def test_torchrun_two_processes_match_one_process(reference, tmp_path):
+    """``torchrun --nproc_per_node=2 -m netcompress compress``: DDP (gloo) fine-tuning, same result."""
+    from netcompress.core.io import load_weights
+
+    recipe = write(tmp_path, TINY)
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+    proc = subprocess.run(torchrun + ["-m", "netcompress", "compress", str(recipe), "--out", str(run), "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("report:") == 1  # only rank 0 prints and writes
+    ddp = json.loads((run / "metrics.json").read_text())
+    one, two = reference[0], ddp
+    for block in ("baseline", "final"):
+        assert abs(one[block]["accuracy"] - two[block]["accuracy"]) <= 2 / one["n_test"] + 1e-12
+    a = load_weights(reference[1] / "artifacts" / "model.safetensors")
+    b = load_weights(run / "artifacts" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4  # all-reduce order: float rounding only
