@@ -12,7 +12,7 @@ restricted.
 Traceback (most recent call last):
 ...
 netcompress.recipe.errors.RecipeError: r.yaml: model.nme: unknown key 'nme'. Did you mean 'name'? Allowed keys: name, factory, kwargs, weights, pretrain
-r.yaml: stages: List should have at least 1 item after validation, not 0
+r.yaml: stages: List should have at least 1 item after validation, not 0; got []
 """
 from __future__ import annotations
 
