@@ -130,6 +130,11 @@ def remove_mask(module: nn.Module, name: str = "weight") -> None:
     plist = module.parametrizations[name]
     if len(plist) > 1:
         raise ConfigError(f"{name} carries {len(plist)} parametrizations; remove the others first")
+    # torch deletes the property from the module's class, which a deepcopy of the model shares:
+    # give this module a private copy of its class first, so copies keep working
+    cls = module.__class__
+    module.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in cls.__dict__.items()
+                                                          if k not in ("__dict__", "__weakref__")})
     parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 

@@ -43,11 +43,11 @@ def _row_view(x: torch.Tensor) -> torch.Tensor:
 def check_granularity(targets: Sequence[Target], config: Unstructured) -> None:
     g = config.granularity
     if isinstance(g, NM):
-        for t in targets:
-            width = _row_view(t.original()).shape[1]
-            if width % g.m:
-                raise ConfigError(f"NM({g.n}, {g.m}) needs the input dimension of {t.fqn} ({width}) to be "
-                                  f"divisible by {g.m}; exclude that layer (exclude=[{t.name!r}]) or pick another m")
+        bad = [t for t in targets if _row_view(t.original()).shape[1] % g.m]
+        if bad:
+            dims = ", ".join(f"{t.fqn} ({_row_view(t.original()).shape[1]})" for t in bad)
+            raise ConfigError(f"NM({g.n}, {g.m}) needs input dimensions divisible by {g.m}; not: {dims}; exclude "
+                              f"those layers (exclude={[t.name for t in bad]}) or pick another m")
 
 
 def masks_from_scores(scores: Sequence[torch.Tensor], targets: Sequence[Target], config: Unstructured,
