@@ -36,7 +36,7 @@ def _effective_params(model: nn.Module):
     seen = set()
     for mod in model.modules():
         if isinstance(mod, ParametrizationList):
-            continue  # its .original is counted through the parametrized attribute below
+            continue  # the raw original; its effective value is yielded through the owner below
         for name, p in list(mod.named_parameters(recurse=False)):
             if id(p) in seen:
                 continue
