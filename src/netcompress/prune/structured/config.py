@@ -1,0 +1,146 @@
+"""Configs and typed vocabularies of structured pruning (frozen dataclasses, validated on creation)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...core.errors import ConfigError
+
+
+def _fraction(owner: str, name: str, value, low_open: bool = True) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value <= 1 if low_open else 0 <= value < 1)
+    if not ok:
+        rng = "(0, 1]" if low_open else "[0, 1)"
+        raise ConfigError(f"{owner}.{name} must be a number in {rng}, got {value!r}")
+
+
+# ----- scopes: how channels are ranked
+@dataclass(frozen=True)
+class Local:
+    """Every group loses the same fraction of its channels (ranked within the group)."""
+
+
+@dataclass(frozen=True)
+class Global:
+    """Channels compete across groups. ``normalize``: divide scores by their group mean first (scores of
+    different layers are not comparable for weight norms or Taylor); None = the importance decides."""
+
+    normalize: bool | None = None
+
+
+# ----- budgets: what the pruned model must fit
+@dataclass(frozen=True)
+class Params:
+    """Keep at most ``fraction`` of the parameters of prunable layers."""
+
+    fraction: float
+
+    def __post_init__(self):
+        _fraction("Params", "fraction", self.fraction)
+
+
+@dataclass(frozen=True)
+class MACs:
+    """Keep at most ``fraction`` of the multiply-accumulates (0.5 = 2x fewer MACs)."""
+
+    fraction: float
+
+    def __post_init__(self):
+        _fraction("MACs", "fraction", self.fraction)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Reach ``speedup`` x lower latency measured on this machine at ``batch_size`` with ``threads`` threads.
+
+    A per-layer latency table is measured first; a greedy search (NetAdapt-style, without the per-step
+    fine-tune) removes the channels that cost least importance per predicted millisecond; the result is
+    measured and the search corrected up to ``rounds`` times."""
+
+    speedup: float
+    batch_size: int = 32
+    threads: int = 1
+    rounds: int = 3
+    repeats: int = 20
+
+    def __post_init__(self):
+        if not isinstance(self.speedup, (int, float)) or self.speedup <= 1:
+            raise ConfigError(f"Latency.speedup must be a number > 1 (2.0 = twice as fast), got {self.speedup!r}")
+        for name in ("batch_size", "threads", "rounds", "repeats"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"Latency.{name} must be a positive integer, got {v!r}")
+
+
+BUDGETS = (Params, MACs, Latency)
+SCOPES = (Local, Global)
+
+
+@dataclass(frozen=True)
+class ChannelPruning:
+    """Remove whole channels (filters, neurons) and shrink the model physically.
+
+    Give exactly one of ``ratio`` (fraction of each group's channels, or of all channels with Global
+    scope) or ``budget`` (Params / MACs / Latency). ``keep`` names layers whose output channels stay;
+    ``round_to`` keeps channel counts at multiples of it (8 suits SIMD kernels).
+
+    >>> from netcompress.prune.structured import L1
+    >>> ChannelPruning(budget=MACs(0.5), importance=L1(), round_to=8).round_to
+    8
+    >>> ChannelPruning(ratio=1.0)
+    Traceback (most recent call last):
+    ...
+    netcompress.core.errors.ConfigError: ChannelPruning.ratio must be a number in [0, 1), got 1.0
+    """
+
+    ratio: float | None = None
+    budget: Params | MACs | Latency | None = None
+    importance: object = None  # an Importance; None -> L1()
+    scope: Local | Global = field(default_factory=Local)
+    keep: tuple[str, ...] = ()
+    round_to: int = 1
+    min_channels: int = 1
+
+    def __post_init__(self):
+        if (self.ratio is None) == (self.budget is None):
+            raise ConfigError("ChannelPruning needs exactly one of ratio= (e.g. 0.3) or budget= "
+                              "(Params(0.5), MACs(0.5), Latency(speedup=2.0))")
+        if self.ratio is not None:
+            _fraction("ChannelPruning", "ratio", self.ratio, low_open=False)
+        if self.budget is not None and not isinstance(self.budget, BUDGETS):
+            raise ConfigError(f"ChannelPruning.budget must be one of Params, MACs, Latency, got {self.budget!r}")
+        if not isinstance(self.scope, SCOPES):
+            raise ConfigError(f"ChannelPruning.scope must be Local() or Global(), got {self.scope!r}")
+        if isinstance(self.keep, str) or not all(isinstance(k, str) for k in self.keep):
+            raise ConfigError(f"ChannelPruning.keep must be a tuple of layer names, got {self.keep!r}")
+        object.__setattr__(self, "keep", tuple(self.keep))
+        for name in ("round_to", "min_channels"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"ChannelPruning.{name} must be a positive integer, got {v!r}")
+        if self.importance is not None and not callable(self.importance):
+            raise ConfigError(f"ChannelPruning.importance must be an Importance such as L1(), Taylor(), "
+                              f"BNScale(), Random(); got {self.importance!r}")
+
+
+@dataclass(frozen=True)
+class BlockPruning:
+    """Depth pruning (epsilon-ResNet style): replace residual blocks whose branch contributes least.
+
+    ``blocks``: how many to remove, or ``epsilon``: remove every block whose branch output is smaller than
+    ``epsilon`` x its input (RMS ratio over ``data``). Candidates are found through the graph: a module whose
+    output is ``[relu](x + branch(x))`` with unchanged shape."""
+
+    blocks: int | None = None
+    epsilon: float | None = None
+    batches: int = 4
+    batch_size: int = 64
+    keep: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if (self.blocks is None) == (self.epsilon is None):
+            raise ConfigError("BlockPruning needs exactly one of blocks= (how many) or epsilon= (threshold)")
+        if self.blocks is not None and (not isinstance(self.blocks, int) or self.blocks < 1):
+            raise ConfigError(f"BlockPruning.blocks must be a positive integer, got {self.blocks!r}")
+        if self.epsilon is not None and (not isinstance(self.epsilon, (int, float)) or self.epsilon <= 0):
+            raise ConfigError(f"BlockPruning.epsilon must be a positive number, got {self.epsilon!r}")
+        object.__setattr__(self, "keep", tuple(self.keep))

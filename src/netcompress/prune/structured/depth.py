@@ -1,0 +1,173 @@
+"""Depth pruning (epsilon-ResNet style): remove residual blocks whose branch contributes least.
+
+A candidate is any sub-module whose traced forward is ``[relu](x + branch(x))`` with the output shaped
+like the input; it is replaced by ReLU (or Identity), which equals the block with its branch zeroed.
+"""
+from __future__ import annotations
+
+import logging
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ...core.errors import ConfigError
+from ...graph import ChannelGraph, PrunePlan
+from ...graph.trace import shape_of, trace
+from ..api import PRUNE_TRANSFORMS
+from .channels import PruneResult, example_from
+from .config import BlockPruning
+from .importance import _batches
+
+log = logging.getLogger(__name__)
+_ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
+_RELU = {F.relu, torch.relu, "relu", "relu_"}
+
+
+def _residual_branch(block: nn.Module, x: torch.Tensor):
+    """(branch node, "ReLU" | "Identity", traced module) if ``block`` is x -> [relu](x + branch(x)), else None."""
+    try:
+        gm = trace(block, x)
+    except Exception:  # noqa: BLE001 -- untraceable sub-modules are simply not candidates
+        return None
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if len(placeholders) != 1 or not isinstance(out, fx.Node) or shape_of(out) != tuple(x.shape):
+        return None
+    kind = "Identity"
+    is_relu = (out.op == "call_module" and isinstance(gm.get_submodule(out.target), nn.ReLU)) or \
+        (out.op in ("call_function", "call_method") and out.target in _RELU)
+    if is_relu:
+        kind, out = "ReLU", out.args[0]
+    if not isinstance(out, fx.Node) or out.target not in _ADD or len(out.args) < 2:
+        return None
+    a, b = out.args[:2]
+    if a is placeholders[0] and isinstance(b, fx.Node):
+        return b, kind, gm
+    if b is placeholders[0] and isinstance(a, fx.Node):
+        return a, kind, gm
+    return None
+
+
+class _Capture(fx.Interpreter):
+    def __init__(self, gm, node):
+        super().__init__(gm)
+        self.node, self.value = node, None
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        if n is self.node:
+            self.value = out
+        return out
+
+
+def find_blocks(model: nn.Module, example_inputs) -> dict[str, tuple]:
+    """name -> (branch node, replacement kind, traced block, block input) for every removable block."""
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: inputs.setdefault(name, args[0]))
+             for name, m in model.named_modules() if name and any(True for _ in m.parameters())]
+    try:
+        with torch.no_grad():
+            model.eval()(example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    found = {}
+    for name, x in inputs.items():
+        if isinstance(x, torch.Tensor) and not any(name.startswith(f + ".") for f in found):
+            hit = _residual_branch(model.get_submodule(name), x)
+            if hit is not None:
+                found[name] = (*hit, x)
+    return found
+
+
+@torch.no_grad()
+def block_contributions(model: nn.Module, blocks: dict[str, tuple], data, batches=4, batch_size=64) -> dict[str, float]:
+    """RMS(branch(x)) / RMS(x) per block over ``data`` (the epsilon of epsilon-ResNet)."""
+    num = {n: 0.0 for n in blocks}
+    den = {n: 0.0 for n in blocks}
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [model.get_submodule(n).register_forward_pre_hook(
+        lambda mod, args, name=n: inputs.__setitem__(name, args[0])) for n in blocks]
+    was_training = model.training
+    model.eval()
+    try:
+        for k, batch in enumerate(_batches(data, batch_size)):
+            if k >= batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+            for n, (branch, _, gm, _) in blocks.items():
+                cap = _Capture(gm, branch)
+                cap.run(inputs[n])
+                num[n] += float(cap.value.pow(2).mean())
+                den[n] += float(inputs[n].pow(2).mean())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {n: (num[n] / max(den[n], 1e-12)) ** 0.5 for n in blocks}
+
+
+@torch.no_grad()
+def zero_branches_(model: nn.Module, blocks: dict[str, tuple], names) -> nn.Module:
+    """The masked twin of removing ``names``: zero the last parameterised module of each branch."""
+    for n in names:
+        branch, _, gm, _ = blocks[n]
+        if branch.op != "call_module":
+            raise ConfigError(f"block {n!r} ends its branch with {branch.target}, not a layer; cannot zero it")
+        last = model.get_submodule(f"{n}.{branch.target}")
+        last.weight.zero_()
+        if getattr(last, "bias", None) is not None:
+            last.bias.zero_()
+    return model
+
+
+def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, data=None, plan_path=None,
+                 force: bool = False) -> PruneResult:
+    """Replace the residual blocks ``config`` selects; the model changes only if the call succeeds.
+
+    >>> import torch, netcompress as nc
+    >>> m = nc.models.create_model("resnet20", in_channels=1, input_size=16)
+    >>> r = prune_blocks(m, BlockPruning(blocks=2), torch.randn(4, 1, 16, 16))
+    >>> len(r.plan.replace), r.after["macs"] < r.before["macs"]
+    (2, True)
+    """
+    if not isinstance(config, BlockPruning):
+        raise ConfigError(f"prune_blocks takes a BlockPruning config, got {type(config).__name__}")
+    x = example_from(data, example_inputs)
+    blocks = find_blocks(model, x)
+    names = dict(model.named_modules())
+    for k in config.keep:
+        if k not in names:
+            from ...core.registry import did_you_mean
+
+            raise ConfigError(f"keep: layer {k!r} does not exist in {type(model).__name__}.{did_you_mean(k, list(names))}")
+    candidates = {n: b for n, b in blocks.items() if not any(n == k or n.startswith(k + ".") for k in config.keep)}
+    if not candidates:
+        raise ConfigError(f"{type(model).__name__} has no removable residual block (x + branch(x) with an "
+                          "unchanged shape) outside keep=")
+    contrib = block_contributions(model, candidates, data if data is not None else (x,), config.batches,
+                                  config.batch_size)
+    ranked = sorted(candidates, key=contrib.__getitem__)
+    if config.blocks is not None:
+        if config.blocks > len(ranked):
+            raise ConfigError(f"BlockPruning.blocks={config.blocks} but only {len(ranked)} blocks can be removed "
+                              f"({', '.join(ranked)}); the best reachable is blocks={len(ranked)}")
+        chosen = ranked[:config.blocks]
+    else:
+        chosen = [n for n in ranked if contrib[n] < config.epsilon]
+    plan = PrunePlan(replace={n: candidates[n][1] for n in chosen})
+    before = ChannelGraph(model, x).cost(None)
+    if plan_path is not None:
+        plan.save(plan_path, force=force)
+    plan.apply(model)
+    after = ChannelGraph(model, x).cost(None)
+    log.info("depth pruning removed %s (contributions %s)", chosen, {n: round(contrib[n], 4) for n in chosen})
+    return PruneResult(plan, before, after, {"contributions": contrib})
+
+
+@PRUNE_TRANSFORMS.register(BlockPruning)
+def _block_pruning(model, config, data=None, example_inputs=None, **kwargs):
+    return prune_blocks(model, config, example_inputs=example_inputs, data=data, **kwargs)

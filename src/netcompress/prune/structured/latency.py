@@ -1,0 +1,199 @@
+"""Latency budgets: a per-layer latency table measured on this device, then a NetAdapt-style greedy.
+
+The table times every distinct conv/linear layer alone at a grid of (in, out) channel counts; the model's
+latency is predicted as the measured dense latency x (table sum pruned / table sum dense), so the work
+the table does not see (norms, activations, adds, framework overhead) scales along. The greedy removes,
+step by step, the channels whose importance per predicted millisecond saved is lowest; the result is then
+measured and the target corrected (measured vs predicted) for a few rounds.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...core.errors import ConfigError
+from ...measure.latency import compare_latency, measure_latency, set_threads
+from .search import kept_count, normalised
+
+log = logging.getLogger(__name__)
+_FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+
+
+def _levels(n: int, round_to: int) -> list[int]:
+    lv = {n} | {max(1, min(n, round(f * n / round_to) * round_to or round_to)) for f in _FRACTIONS}
+    return sorted(lv)
+
+
+class LatencyTable:
+    """Measured milliseconds per layer configuration at (in, out) channel counts, interpolated bilinearly."""
+
+    def __init__(self, batch_size: int = 32, threads: int = 1, repeats: int = 7, round_to: int = 1):
+        self.batch_size, self.threads, self.repeats, self.round_to = batch_size, threads, repeats, round_to
+        self._grids: dict[tuple, tuple[list[int], list[int], np.ndarray]] = {}
+        self._key_of: dict[str, tuple] = {}
+
+    def build(self, model: nn.Module, graph) -> "LatencyTable":
+        set_threads(self.threads)
+        for layer in graph.layers:
+            mod = model.get_submodule(layer.module)
+            key = self._key(mod, layer)
+            self._key_of[layer.module] = key
+            if key in self._grids:
+                continue
+            n_in = len(layer.out_labels) if layer.depthwise else len(layer.in_labels)
+            ins = [1] if layer.depthwise else _levels(n_in, self.round_to)
+            outs = _levels(len(layer.out_labels), self.round_to)
+            grid = np.full((len(ins), len(outs)), np.inf)
+            for _ in range(2):  # two passes, keep the faster: a loaded machine only ever adds time
+                for i, a in enumerate(ins):
+                    for j, b in enumerate(outs):
+                        op, x = _standalone(mod, layer, b if layer.depthwise else a, b, self.batch_size)
+                        ms = measure_latency(op, x, warmup=3, repeats=self.repeats, threads=None).median_ms
+                        grid[i, j] = min(grid[i, j], ms)
+            # more channels never cost less: smooth the noise out so the greedy cannot exploit it
+            grid = np.maximum.accumulate(np.maximum.accumulate(grid, axis=0), axis=1)
+            self._grids[key] = (ins, outs, grid)
+        log.info("latency table: %d layer configurations measured", len(self._grids))
+        return self
+
+    @staticmethod
+    def _key(mod, layer) -> tuple:
+        cfg = tuple(getattr(mod, a, None) for a in ("kernel_size", "stride", "padding", "dilation"))
+        return (type(mod).__name__, layer.depthwise, cfg, tuple(layer.in_shape[2:] if not isinstance(mod, nn.Linear)
+                                                               else layer.in_shape[1:-1]),
+                len(layer.in_labels) if layer.in_labels is not None else 0, len(layer.out_labels))
+
+    def layer_ms(self, module: str, n_in: int, n_out: int) -> float:
+        ins, outs, grid = self._grids[self._key_of[module]]
+        row = np.array([np.interp(n_out, outs, grid[i]) for i in range(len(ins))])
+        return float(np.interp(n_in, ins, row)) if len(ins) > 1 else float(row[0])
+
+    def predict(self, graph, pruned_units=None) -> float:
+        """Milliseconds: the table's layers plus the rest of the model (``calibrate``), which is taken to
+        scale with the activations the layers produce (norms, activations, adds act on them)."""
+        keep = graph.channel_keep(pruned_units)
+        total = act = act_dense = 0.0
+        for layer in graph.layers:
+            n_out = int(keep[layer.out_labels].sum())
+            n_in = 1 if layer.depthwise else int(keep[layer.in_labels].sum())
+            total += self.layer_ms(layer.module, n_in, n_out)
+            act += n_out * layer.spatial
+            act_dense += len(layer.out_labels) * layer.spatial
+        return total + getattr(self, "other_ms", 0.0) * act / max(act_dense, 1)
+
+    def calibrate(self, graph, dense_ms: float) -> "LatencyTable":
+        """Attribute what the measured dense model spends outside the table's layers."""
+        self.other_ms = 0.0
+        self.other_ms = max(0.0, dense_ms - self.predict(graph, None))
+        return self
+
+
+def _standalone(mod: nn.Module, layer, n_in: int, n_out: int, batch: int):
+    """A fresh layer shaped like ``mod`` with ``n_in``/``n_out`` channels, and an input for it."""
+    if isinstance(mod, nn.Linear):
+        return nn.Linear(n_in, n_out, bias=mod.bias is not None), torch.randn(batch, *layer.in_shape[1:-1], n_in)
+    groups = n_out if layer.depthwise else 1
+    cls = type(mod)
+    kw = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+              groups=groups, bias=mod.bias is not None)
+    if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        kw["output_padding"] = mod.output_padding
+    op = cls(n_out if layer.depthwise else n_in, n_out, **kw)
+    return op, torch.randn(batch, op.in_channels, *layer.in_shape[2:])
+
+
+def _greedy(graph, table, scores, target_ms, round_to, min_keep):
+    """Remove channel steps until the table predicts <= target_ms.
+
+    Returns the trajectory [(pruned-units mask, predicted ms)] from dense to the last step taken."""
+    pruned = np.zeros(len(graph.group_of_unit), dtype=bool)
+    order = [np.argsort(s, kind="stable") for s in scores]
+    n_pruned = [0] * len(graph.groups)
+    unit_ids = [graph.unit_of[[u[0] for u in grp.units]] for grp in graph.groups]
+    current = table.predict(graph, pruned)
+    path = [(pruned, current)]
+    while current > target_ms:
+        best = None
+        for g, grp in enumerate(graph.groups):
+            n = len(grp)
+            step = max(round_to, math.ceil(n / 16))
+            keep_now = n - n_pruned[g]
+            keep_new = kept_count(n, n - keep_now + step, round_to, min_keep)
+            if keep_new >= keep_now or not np.isfinite(scores[g][order[g][: n - keep_new]]).all():
+                continue
+            trial = pruned.copy()
+            trial[unit_ids[g][order[g][: n - keep_new]]] = True
+            ms = table.predict(graph, trial)
+            saved = current - ms
+            lost = float(scores[g][order[g][n_pruned[g]: n - keep_new]].sum()) + 1e-12
+            if saved > 0 and (best is None or lost / saved < best[0]):
+                best = (lost / saved, g, trial, ms, n - keep_new)
+        if best is None:
+            break
+        _, g, pruned, current, n_pruned[g] = best
+        path.append((pruned, current))
+    return path
+
+
+def solve_latency(model, graph, scores, config, example_inputs, comparable: bool):
+    """(pruned units, report) meeting ``config.budget`` (a Latency) as measured, or a ConfigError.
+
+    The greedy path is walked with the table's prediction first, then bisected on measured speedups
+    (at most ``rounds`` measurements) to land within 5% of the asked speedup when the device allows."""
+    budget = config.budget
+    scores = normalised(scores, _as_global(config.scope), comparable)  # ranked across groups
+    table = LatencyTable(budget.batch_size, budget.threads, max(5, budget.repeats // 3), config.round_to)
+    table.build(model, graph)
+    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+    xb = x[:1].expand(budget.batch_size, *x.shape[1:]).contiguous()
+    dense_ms = measure_latency(model, xb, warmup=3, repeats=budget.repeats, threads=budget.threads).median_ms
+    table.calibrate(graph, dense_ms)
+    path = _greedy(graph, table, scores, dense_ms / (budget.speedup * 2.5), config.round_to, config.min_channels)
+    best_pred = dense_ms / path[-1][1]
+    if best_pred < budget.speedup:
+        raise ConfigError(f"budget {budget} cannot be met: removing every prunable channel down to "
+                          f"min_channels={config.min_channels} predicts {best_pred:.2f}x; the best reachable is "
+                          f"about Latency(speedup={math.floor(best_pred * 100) / 100})")
+    predicted = [dense_ms / ms for _, ms in path]
+    lo, hi = 0, len(path) - 1
+    i = next(k for k, p in enumerate(predicted) if p >= budget.speedup)
+    measured: dict[int, tuple[float, dict]] = {}
+    for rnd in range(budget.rounds):
+        candidate = graph.plan(np.nonzero(~graph.channel_keep(path[i][0]))[0]).apply(copy.deepcopy(model))
+        stats = compare_latency({"dense": model, "pruned": candidate}, xb, warmup=3, repeats=budget.repeats,
+                                threads=budget.threads)
+        speedup = stats["dense"].median_ms / stats["pruned"].median_ms
+        measured[i] = (speedup, {"dense_ms": stats["dense"].median_ms, "pruned_ms": stats["pruned"].median_ms})
+        log.info("latency round %d: step %d/%d predicted %.2fx, measured %.2fx", rnd + 1, i, len(path) - 1,
+                 predicted[i], speedup)
+        if abs(speedup / budget.speedup - 1) <= 0.05:
+            break
+        if speedup < budget.speedup:
+            lo = i + 1
+        else:
+            hi = i - 1
+        if lo > hi:
+            break
+        # next step: where the table, rescaled by what the device showed, expects the target
+        scale = speedup / predicted[i]
+        want = [k for k in range(lo, hi + 1) if predicted[k] * scale >= budget.speedup]
+        i = want[0] if want else hi
+        i = min(max(i, lo), hi)
+    # the measured step closest to the target, preferring those that reach it
+    pick = min(measured, key=lambda k: (measured[k][0] < 0.95 * budget.speedup, abs(measured[k][0] - budget.speedup)))
+    speedup, times = measured[pick]
+    report = {"predicted_speedup": predicted[pick], "measured_speedup": speedup, "rounds": len(measured),
+              "dense_ms_alone": dense_ms, "table_layers": len(table._grids), "batch_size": budget.batch_size,
+              **times}
+    return path[pick][0], report
+
+
+def _as_global(scope):
+    from .config import Global
+
+    return scope if isinstance(scope, Global) else Global()

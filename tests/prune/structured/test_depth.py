@@ -1,0 +1,68 @@
+"""Depth pruning: whole residual blocks removed through the traced graph."""
+import copy
+
+import pytest
+import torch
+
+import netcompress as nc
+from netcompress.core.errors import ConfigError
+from netcompress.prune.structured import BlockPruning, ChannelPruning, find_blocks, prune_blocks, zero_branches_
+
+X = torch.randn(4, 1, 16, 16)
+
+
+def resnet():
+    m = nc.models.create_model("resnet20", in_channels=1, input_size=16)
+    m.train()
+    with torch.no_grad():
+        m(X)  # non-trivial BN statistics
+    return m.eval()
+
+
+def test_finds_identity_blocks_only():
+    blocks = find_blocks(resnet(), X)
+    # the first block of stages 2 and 3 changes shape (stride 2, 1x1 shortcut): not removable
+    assert sorted(blocks) == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"]
+    assert {b[1] for b in blocks.values()} == {"ReLU"}
+
+
+def test_removed_equals_zeroed_branch():
+    model = resnet()
+    dense = copy.deepcopy(model)
+    r = prune_blocks(model, BlockPruning(blocks=2), X)
+    chosen = sorted(r.plan.replace)
+    assert len(chosen) == 2 and all(isinstance(model.get_submodule(n), torch.nn.ReLU) for n in chosen)
+    twin = zero_branches_(copy.deepcopy(dense), find_blocks(dense, X), chosen)
+    assert (twin(X) - dense(X)).abs().max() > 1e-3
+    assert (twin(X) - model(X)).abs().max() <= 1e-5
+    assert r.after["macs"] < r.before["macs"]
+
+
+def test_picks_the_smallest_contribution():
+    model = resnet()
+    with torch.no_grad():
+        model.layer2[2].bn2.weight.mul_(1e-4)
+        model.layer2[2].bn2.bias.zero_()
+    r = prune_blocks(model, BlockPruning(epsilon=1e-2), X)
+    assert list(r.plan.replace) == ["layer2.2"]
+
+
+def test_then_channel_pruning_still_works():
+    model = resnet()
+    nc.prune_(model, BlockPruning(blocks=3), example_inputs=X)
+    nc.prune_(model, ChannelPruning(ratio=0.5), example_inputs=X)
+    assert model(X).shape == (4, 10)
+
+
+def test_errors_leave_model_untouched():
+    model = resnet()
+    ref = copy.deepcopy(model.state_dict())
+    with pytest.raises(ConfigError, match=r"only 7 blocks can be removed.*best reachable is blocks=7"):
+        prune_blocks(model, BlockPruning(blocks=9), X)
+    with pytest.raises(ConfigError, match=r"keep: layer 'layer9'"):
+        prune_blocks(model, BlockPruning(blocks=1, keep=("layer9",)), X)
+    with pytest.raises(ConfigError, match=r"exactly one of blocks"):
+        BlockPruning()
+    assert list(model.state_dict()) == list(ref)
+    with pytest.raises(ConfigError, match=r"no removable residual block"):
+        prune_blocks(nc.models.create_model("lenet5"), BlockPruning(blocks=1), torch.randn(2, 1, 28, 28))

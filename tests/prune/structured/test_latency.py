@@ -1,0 +1,48 @@
+"""Latency budgets: table-driven greedy, checked by measurement (tiny model, loose bounds: shared CPU)."""
+import pytest
+import torch
+
+import netcompress as nc
+from netcompress.core.errors import ConfigError
+from netcompress.graph import ChannelGraph
+from netcompress.prune.structured import ChannelPruning, Latency, prune_channels
+from netcompress.prune.structured.latency import LatencyTable
+
+X = torch.randn(2, 1, 16, 16)
+
+
+def vgg():
+    return nc.models.create_model("vgg_small", in_channels=1, input_size=16, width=16).eval()
+
+
+def test_table_is_monotone_and_interpolates():
+    model = vgg()
+    graph = ChannelGraph(model, X)
+    table = LatencyTable(batch_size=4, repeats=3, round_to=8).build(model, graph)
+    layer = graph.layers[2]
+    n_in, n_out = len(layer.in_labels), len(layer.out_labels)
+    full = table.layer_ms(layer.module, n_in, n_out)
+    assert 0 < table.layer_ms(layer.module, n_in // 2, n_out // 2) <= full
+    assert table.predict(graph) >= full
+
+
+def test_latency_budget_reports_predicted_and_measured():
+    model = vgg()
+    r = prune_channels(model, ChannelPruning(budget=Latency(1.5, batch_size=8, repeats=5, rounds=2)), X)
+    assert set(r.latency) >= {"predicted_speedup", "measured_speedup", "dense_ms", "pruned_ms"}
+    assert r.latency["predicted_speedup"] >= 1.5
+    assert r.mac_ratio > 1.2 and model(X).shape == (2, 10)
+
+
+def test_unreachable_latency_names_best():
+    model = vgg()
+    with pytest.raises(ConfigError, match=r"cannot be met.*best reachable is about Latency\(speedup="):
+        prune_channels(model, ChannelPruning(budget=Latency(500.0, batch_size=4, repeats=3)), X)
+    assert model.features[0].out_channels == 16
+
+
+def test_bad_latency_config():
+    with pytest.raises(ConfigError, match=r"Latency.speedup must be a number > 1"):
+        Latency(0.5)
+    with pytest.raises(ConfigError, match=r"Latency.batch_size"):
+        Latency(2.0, batch_size=0)
