@@ -6,6 +6,7 @@ type (``PTQ``, ``QAT``, ``Binary``, ``Ternary``, ``Pow2``, ``Clustered``, ``Floa
 """
 from .api import QUANTIZE_TRANSFORMS, quantize_
 from .bn_fold import fold_bn_
+from .cluster import Clustered, SharedWeights, bake_clusters_, centroid_parameters, kmeans_1d, shared_weights
 from .fake import FakeQuant, WeightFakeQuant, dequantize_, quantizable_layers, set_quant_enabled
 from .observers import MSE, MinMax, MovingAverage, Percentile, RangeTracker
 from .primitives import (PerChannel, PerTensor, QuantSpec, dequantize, fake_quantize, qparams, quantize,
