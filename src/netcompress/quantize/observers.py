@@ -139,16 +139,19 @@ class MSE:
         tracker.check()
         s = tracker.samples  # (C, S)
         lo0, hi0 = tracker.min.clamp(max=0), tracker.max.clamp(min=0)
-        best_err = torch.full_like(lo0, float("inf"))
-        best_lo, best_hi = lo0.clone(), hi0.clone()
-        for r in torch.linspace(self.min_ratio, 1.0, self.grid):
-            lo, hi = lo0 * r, hi0 * r
-            scale, zp = qparams(lo, hi, spec)
-            err = (fake_quantize(s, scale, zp, spec.qmin, spec.qmax, axis=0) - s).pow(2).mean(dim=1)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_lo, best_hi = torch.where(better, lo, best_lo), torch.where(better, hi, best_hi)
-        return best_lo, best_hi
+        ratios = torch.linspace(self.min_ratio, 1.0, self.grid)[:, None]  # (G, 1)
+        lo, hi = lo0[None, :] * ratios, hi0[None, :] * ratios  # (G, C)
+        scale, zp = qparams(lo, hi, spec)
+        chunk = max(1, (1 << 24) // max(s.numel(), 1))  # bound memory: G x C x S floats per chunk
+        errs = []
+        with torch.no_grad():
+            for i in range(0, self.grid, chunk):
+                sc, z = scale[i:i + chunk, :, None], zp[i:i + chunk, :, None].float()
+                q = torch.clamp(torch.round(s[None] / sc) + z, spec.qmin, spec.qmax)
+                errs.append(((q - z) * sc - s[None]).pow(2).mean(dim=2))
+        best = torch.cat(errs).argmin(dim=0)  # (C,)
+        cols = torch.arange(lo.shape[1])
+        return lo[best, cols], hi[best, cols]
 
 
 Observer = MinMax | MovingAverage | Percentile | MSE

@@ -25,7 +25,7 @@ from ..core.errors import ConfigError, DataError, ModelError
 from ..core.io import atomic_write, ensure_writable
 from .api import QUANTIZE_TRANSFORMS
 from .bn_fold import fold_bn_
-from .fake import FakeQuant, attach, quantizable_layers, set_quant_enabled, weight_quantizers
+from .fake import FakeQuant, WeightFakeQuant, attach, quantizable_layers, set_quant_enabled, weight_quantizers
 from .observers import MinMax, check_observer
 from .primitives import PerChannel, PerTensor, QuantSpec, sqnr_db
 
@@ -88,10 +88,16 @@ class PTQ:
 
 
 def calibrate(model: nn.Module, data, batches: int = 16, batch_size: int = 128) -> int:
-    """Run ``batches`` batches through ``model`` with every observer recording; returns batches seen."""
+    """Run ``batches`` batches through ``model`` with every observer recording; returns batches seen.
+
+    Ranges are observed on the float model (weight quantizers off too), as onnxruntime's calibration
+    does, so the torch fake-quant model and the deployed int8 graph use the same ranges."""
     quants = [m for m in model.modules() if isinstance(m, FakeQuant)]
+    wquants = [m for m in model.modules() if isinstance(m, WeightFakeQuant) and m.enabled]
     for q in quants:
         q.observing, q.enabled = True, False
+    for w in wquants:
+        w.enabled = False
     was = model.training
     model.eval()
     n = 0
@@ -104,6 +110,8 @@ def calibrate(model: nn.Module, data, batches: int = 16, batch_size: int = 128) 
         q.tracker.check("an activation quantizer")
         q.compute_qparams()
         q.enabled = True
+    for w in wquants:
+        w.enabled = True
     model.train(was)
     return n
 
