@@ -39,11 +39,17 @@ def test_static_qdq_u8_s8_per_channel_matches_torch_fake_quant(tmp_path, digits2
     assert np.abs(got - m(x8).detach().numpy()).max() <= 4 * out_step
 
 
-def test_observer_choice_changes_ranges(tmp_path):
-    from netcompress.export import observe_onnx, to_onnx
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    from netcompress.export import to_onnx
 
-    m = _mlp()
-    p = to_onnx(m, torch.randn(2, 1, 8, 8), tmp_path / "f.onnx")
+    return to_onnx(_mlp(), torch.randn(2, 1, 8, 8), tmp_path_factory.mktemp("onnx") / "f.onnx")
+
+
+def test_observer_choice_changes_ranges(fp32_onnx):
+    from netcompress.export import observe_onnx
+
+    p = fp32_onnx
     x = torch.randn(64, 1, 8, 8)
     x[0, 0, 0, 0] = 30.0  # one outlier pixel
     data = [x]
@@ -54,10 +60,12 @@ def test_observer_choice_changes_ranges(tmp_path):
     assert r_pct[name][1] < 5.0
 
 
-def test_dynamic_int8(tmp_path):
+def test_dynamic_int8(tmp_path, fp32_onnx):
+    from netcompress.export import quantize_onnx
+
     m = _mlp()
     x = torch.randn(3, 1, 8, 8)
-    path = to_int8_onnx(m, x, tmp_path / "d.onnx", Int8Onnx(static=False))
+    path = quantize_onnx(fp32_onnx, tmp_path / "d.onnx", Int8Onnx(static=False))
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
     assert np.abs(run_onnx(ort_session(path), x) - m(x).detach().numpy()).max() < 0.05
