@@ -36,7 +36,7 @@ def zero_stays_zero(config):
         m = _net()
         zeros = [(mod, mod.weight == 0) for mod in (m[0], m[4])]
         quantize_(m, config, data=[X])
-        return max(float(mod.weight[z].abs().max()) for mod, z in zeros)
+        return max(float(mod.weight.detach()[z].abs().max()) for mod, z in zeros)
     return run
 
 
