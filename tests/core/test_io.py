@@ -60,3 +60,12 @@ def test_atomic_save_leaves_no_temp_files(tmp_path):
 def test_ensure_writable_creates_parents(tmp_path):
     p = ensure_writable(tmp_path / "a" / "b" / "c.txt")
     assert p.parent.is_dir()
+
+
+def test_valid_file_with_unsafe_type_is_not_called_corrupt(tmp_path):
+    import numpy as np
+
+    p = tmp_path / "c.pt"
+    torch.save({"x": np.arange(3)}, p)
+    with pytest.raises(CheckpointError, match="without executing code"):
+        safe_torch_load(p)

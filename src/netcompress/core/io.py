@@ -56,6 +56,10 @@ def safe_torch_load(path: str | os.PathLike):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, pickle.UnpicklingError) as exc:
+        if "Unsupported global" in str(exc):  # a valid file holding a type the safe loader refuses
+            raise CheckpointError(
+                f"checkpoint {path} holds objects that cannot be loaded without executing code; save plain "
+                "tensors, numbers and strings (state_dict()) or use safetensors") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {path} is truncated or corrupt ({first}); re-create it or point to another file"
