@@ -127,10 +127,10 @@ def test_freeze_bn_callback():
     trainer = type("T", (), {"model": m})()
     m.train()
     cb.on_epoch_start(trainer, 0)
-    cb.on_batch_start(trainer)
+    cb.on_batch_start(trainer, None, None)
     assert m[1].training
     cb.on_epoch_start(trainer, 1)
-    cb.on_batch_start(trainer)
+    cb.on_batch_start(trainer, None, None)
     assert not m[1].training
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, ModelError
+from ..train import Callback
 from .api import QUANTIZE_TRANSFORMS
 from .bn_fold import fold_bn_
 from .fake import FakeQuant, attach, dequantize_, quantizable_layers, weight_quantizers
@@ -65,7 +66,7 @@ def _qat(model: nn.Module, config: QAT, data=None, **_) -> None:
                 m.tracker.sample_size = 1  # keep training cheap: the EMA is what ranges the activations
 
 
-class FreezeBN:
+class FreezeBN(Callback):
     """Trainer callback: from ``epoch`` on, BN layers use (and stop updating) their running statistics."""
 
     def __init__(self, epoch: int):
@@ -75,11 +76,13 @@ class FreezeBN:
 
         self._active = False
 
-    def on_epoch_start(self, trainer, epoch: int, *args, **kwargs) -> None:
+    def on_epoch_start(self, trainer, epoch: int) -> None:
         self._active = epoch >= self.epoch
+        if self._active:  # after the trainer's model.train() for this epoch
+            freeze_bn_(trainer.model)
 
-    def on_batch_start(self, trainer, *args, **kwargs) -> None:
-        if self._active:  # the trainer sets train mode per epoch; BN is put back to eval every batch
+    def on_batch_start(self, trainer, inputs=None, targets=None) -> None:
+        if self._active:  # in case anything put the model back in train mode mid-epoch
             freeze_bn_(trainer.model)
 
 
