@@ -91,3 +91,15 @@ def test_wrong_model_is_clear(tmp_path):
     p = save_compressed(_pruned_clustered(), tmp_path / "m.ncz")
     with pytest.raises(CheckpointError, match="does not fit"):
         load_compressed(p, create_model("lenet5"))
+
+
+def test_pruned_only_model_is_stored_sparse(tmp_path):
+    m = create_model("lenet_300_100")
+    prune_(m, Unstructured(sparsity=0.9))
+    path = save_compressed(m, tmp_path / "p.ncz")
+    ref = effective_state_dict(m)
+    back = load_compressed(path)
+    assert all(torch.equal(back[k], ref[k]) for k in ref)
+    w = next(r for r in compression_table(path) if r["tensor"] == "net.1.weight")
+    assert w["encoding"] == "sparse_values" and w["weight_bits"] == 32.0
+    assert path.stat().st_size < 0.2 * 266610 * 4  # 10% kept at 32 + ~4 bits

@@ -11,7 +11,8 @@ weights) is stored as one of
 - ``dense``: a codebook of its distinct nonzero values (float32, exact) and a Huffman-coded index
   per element, symbol 0 meaning an exact zero;
 - ``sparse``: the same codebook, Huffman-coded indices of the nonzeros only, and the Huffman-coded
-  gaps between nonzero positions (gaps longer than 2^b insert a filler entry, Han et al. 2016).
+  gaps between nonzero positions (gaps longer than 2^b insert a filler symbol, Han et al. 2016);
+- ``sparse_values``: pruned but not shared: the nonzero float32 values and the coded gaps.
 
 The smallest of these is chosen per tensor (and the best gap width b); the file holds the code
 length tables, so everything needed to decode is counted in its bytes.
@@ -92,9 +93,16 @@ def _encode_tensor(t: torch.Tensor) -> tuple[dict, list[bytes]]:
     flat = arr.flatten()
     nz = flat != 0
     values = flat[nz]
+    positions = np.flatnonzero(nz.numpy())
     book = torch.unique(values)
-    if book.numel() > MAX_CODEBOOK:
-        return raw, [raw_bytes]
+    if book.numel() > MAX_CODEBOOK:  # many distinct values (e.g. pruned only): raw values at coded positions
+        value_bytes = values.numpy().astype(np.float32).tobytes()
+        b, gap_stream = _best_gap_stream(positions)
+        if len(value_bytes) + _stream_bytes(gap_stream) >= len(raw_bytes):
+            return raw, [raw_bytes]
+        entry = {"encoding": "sparse_values", "gap_bits": b, "nonzero": int(positions.size),
+                 "streams": [_stream_entry(gap_stream)]}
+        return entry, [value_bytes, gap_stream["lengths"], gap_stream["data"]]
     book_bytes = book.numpy().astype(np.float32).tobytes()
     idx = torch.searchsorted(book, values).numpy().astype(np.int64)
     # dense: symbol 0 is an exact zero, symbol i + 1 the i-th codebook value
@@ -102,34 +110,53 @@ def _encode_tensor(t: torch.Tensor) -> tuple[dict, list[bytes]]:
     dense_syms[nz.numpy()] = idx + 1
     best = ({"encoding": "dense", "book": int(book.numel())}, [_huff(dense_syms, book.numel() + 1)])
     best_size = sum(map(_stream_bytes, best[1]))
-    positions = np.flatnonzero(nz.numpy())
-    gaps = np.diff(np.concatenate([[-1], positions]))  # >= 1
-    for b in range(2, 9):
-        span = 1 << b
-        n_fill = (gaps - 1) // span  # filler entries needed before each nonzero
-        total = int(n_fill.sum()) + positions.size
-        gap_syms = np.empty(total, dtype=np.int64)
-        val_syms = np.empty(total, dtype=np.int64)
-        # fillers advance by `span` and carry the filler value symbol (= book size); the real entry the rest
-        real_at = np.cumsum(n_fill + 1) - 1
-        gap_syms[:] = span - 1
-        val_syms[:] = book.numel()
-        gap_syms[real_at] = gaps - n_fill * span - 1
-        val_syms[real_at] = idx
-        streams = [_huff(val_syms, book.numel() + 1), _huff(gap_syms, span)]
-        size = sum(map(_stream_bytes, streams))
-        if size < best_size:
-            best, best_size = ({"encoding": "sparse", "book": int(book.numel()), "gap_bits": b,
-                                "nonzero": int(positions.size)}, streams), size
+    b, gap_stream = _best_gap_stream(positions)
+    streams = [_huff(idx, book.numel()), gap_stream]
+    if sum(map(_stream_bytes, streams)) < best_size:
+        best = ({"encoding": "sparse", "book": int(book.numel()), "gap_bits": b, "nonzero": int(positions.size)},
+                streams)
+        best_size = sum(map(_stream_bytes, streams))
     if best_size + len(book_bytes) >= len(raw_bytes):
         return raw, [raw_bytes]
     entry, streams = best
-    entry["streams"] = [{"count": s["count"], "nbits": s["nbits"], "alphabet": len(s["lengths"]),
-                         "data_len": len(s["data"]), "entropy_bits": s["entropy_bits"]} for s in streams]
+    entry["streams"] = [_stream_entry(s) for s in streams]
     chunks = [book_bytes]
     for s in streams:
         chunks += [s["lengths"], s["data"]]
     return entry, chunks
+
+
+def _stream_entry(s: dict) -> dict:
+    return {"count": s["count"], "nbits": s["nbits"], "alphabet": len(s["lengths"]), "data_len": len(s["data"]),
+            "entropy_bits": s["entropy_bits"]}
+
+
+def _gap_symbols(positions: np.ndarray, b: int) -> np.ndarray:
+    """Relative index coding: symbol g < 2^b means "next nonzero is g + 1 further on"; symbol 2^b is a
+    filler that advances 2^b with no weight (Han et al. store a zero weight there instead)."""
+    span = 1 << b
+    gaps = np.diff(np.concatenate([[-1], positions]))  # >= 1
+    n_fill = (gaps - 1) // span
+    real_at = np.cumsum(n_fill + 1) - 1
+    syms = np.full(int(n_fill.sum()) + positions.size, span, dtype=np.int64)
+    syms[real_at] = gaps - n_fill * span - 1
+    return syms
+
+
+def _best_gap_stream(positions: np.ndarray) -> tuple[int, dict]:
+    """The gap width b (2..8) whose Huffman-coded stream (table included) is smallest."""
+    best = None
+    for b in range(2, 9):
+        stream = _huff(_gap_symbols(positions, b), (1 << b) + 1)
+        if best is None or _stream_bytes(stream) < _stream_bytes(best[1]):
+            best = (b, stream)
+    return best
+
+
+def _positions(gap_syms: np.ndarray, b: int) -> np.ndarray:
+    span = 1 << b
+    advance = np.where(gap_syms == span, span, gap_syms + 1)
+    return (np.cumsum(advance) - 1)[gap_syms != span]
 
 
 def save_compressed(model_or_state: nn.Module | dict, path: str | Path, force: bool = False,
@@ -181,27 +208,43 @@ def _decode_tensor(entry: dict, buf: bytes) -> torch.Tensor:
         if dtype == torch.bool:
             return torch.from_numpy(np.frombuffer(buf, dtype=np.bool_).copy()).reshape(shape)
         return torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(dtype).reshape(shape).clone()
-    k = entry["book"]
-    book = np.frombuffer(buf[:4 * k], dtype=np.float32)
-    pos, syms = 4 * k, []
-    for s in entry["streams"]:
-        lengths = np.frombuffer(buf[pos:pos + s["alphabet"]], dtype=np.uint8).astype(np.int64)
-        pos += s["alphabet"]
-        syms.append(huffman.decode(buf[pos:pos + s["data_len"]], s["nbits"], lengths, s["count"]))
-        pos += s["data_len"]
     n = int(np.prod(shape)) if shape else 1
     out = np.zeros(n, dtype=np.float32)
+    if entry["encoding"] == "sparse_values":
+        nnz = entry["nonzero"]
+        values = np.frombuffer(buf[:4 * nnz], dtype=np.float32)
+        (gaps,) = _read_streams(entry, buf, 4 * nnz)
+        positions = _positions(gaps, entry["gap_bits"])
+        _check_positions(positions, nnz, n)
+        out[positions] = values
+        return torch.from_numpy(out).reshape(shape)
+    k = entry["book"]
+    book = np.frombuffer(buf[:4 * k], dtype=np.float32)
+    syms = _read_streams(entry, buf, 4 * k)
     if entry["encoding"] == "dense":
         d = syms[0]
         out[d > 0] = book[d[d > 0] - 1]
     else:
         vals, gaps = syms
-        positions = np.cumsum(gaps + 1) - 1
-        real = vals < k
-        if positions.size and positions[-1] >= n:
-            raise CheckpointError("sparse index gaps run past the tensor; the file is damaged")
-        out[positions[real]] = book[vals[real]]
+        positions = _positions(gaps, entry["gap_bits"])
+        _check_positions(positions, vals.size, n)
+        out[positions] = book[vals]
     return torch.from_numpy(out).reshape(shape)
+
+
+def _read_streams(entry: dict, buf: bytes, pos: int) -> list[np.ndarray]:
+    out = []
+    for s in entry["streams"]:
+        lengths = np.frombuffer(buf[pos:pos + s["alphabet"]], dtype=np.uint8).astype(np.int64)
+        pos += s["alphabet"]
+        out.append(huffman.decode(buf[pos:pos + s["data_len"]], s["nbits"], lengths, s["count"]))
+        pos += s["data_len"]
+    return out
+
+
+def _check_positions(positions: np.ndarray, expected: int, n: int) -> None:
+    if positions.size != expected or (positions.size and positions[-1] >= n):
+        raise CheckpointError("sparse index gaps do not match the tensor; the file is damaged")
 
 
 def load_compressed(path: str | Path, model: nn.Module | None = None) -> dict[str, torch.Tensor] | nn.Module:
@@ -236,10 +279,14 @@ def compression_table(path: str | Path) -> list[dict]:
                "compression": dense_bytes / max(e["length"], 1)}
         if e["encoding"] != "raw":
             s = e["streams"]
-            kept = e.get("nonzero", n - 0) if e["encoding"] == "sparse" else n
-            row["kept_pct"] = 100.0 * kept / n if e["encoding"] == "sparse" else float("nan")
-            row["weight_bits"] = s[0]["nbits"] / max(kept, 1)
-            row["index_bits"] = s[1]["nbits"] / max(kept, 1) if len(s) > 1 else 0.0
-            row["entropy_bytes"] = 4 * e["book"] + sum(x["entropy_bits"] for x in s) / 8
+            kept = e.get("nonzero", n)
+            row["kept_pct"] = 100.0 * kept / n
+            if e["encoding"] == "sparse_values":
+                row["weight_bits"], row["index_bits"] = 32.0, s[0]["nbits"] / max(kept, 1)
+                row["entropy_bytes"] = 4 * kept + s[0]["entropy_bits"] / 8
+            else:
+                row["weight_bits"] = s[0]["nbits"] / max(kept, 1)
+                row["index_bits"] = s[1]["nbits"] / max(kept, 1) if len(s) > 1 else 0.0
+                row["entropy_bytes"] = 4 * e["book"] + sum(x["entropy_bits"] for x in s) / 8
         rows.append(row)
     return rows

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import torch
 import yaml
@@ -39,8 +39,6 @@ def iter_inputs(data, batch_size: int = 128, max_batches: int | None = None) -> 
                         "(e.g. splits.calibration(256))")
     if isinstance(data, torch.Tensor):
         data = list(data.split(batch_size))
-    elif isinstance(data, Dataset) and not isinstance(data, Iterable):
-        data = DataLoader(data, batch_size=batch_size, shuffle=False)
     elif isinstance(data, Dataset):
         data = DataLoader(data, batch_size=batch_size, shuffle=False)
     n = 0
