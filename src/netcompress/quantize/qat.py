@@ -58,9 +58,10 @@ def _qat(model: nn.Module, config: QAT, data=None, **_) -> None:
     if config.activation is not None:
         if data is not None:
             calibrate(model, data, batches=4)
+        # without data the first training batch initialises each EMA range
         for m in model.modules():
             if isinstance(m, FakeQuant):
-                m.enabled, m.observing, m.ema_momentum = data is not None, True, config.ema_momentum
+                m.enabled, m.observing, m.ema_momentum = True, True, config.ema_momentum
                 if data is not None:
                     m._ema = (m.tracker.min.reshape(()), m.tracker.max.reshape(()))
                 m.tracker.sample_size = 1  # keep training cheap: the EMA is what ranges the activations
