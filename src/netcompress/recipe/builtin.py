@@ -31,13 +31,17 @@ def check_factory_spec(spec: Any, registry, what: str) -> Any:
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}.{did_you_mean(name, registry.names())} "
                          f"Allowed: {', '.join(registry.names()) or '(none registered yet)'}")
-    params = list(inspect.signature(registry.get(name)).parameters.values())[1:]  # skip ctx
+    factory = registry.get(name)
+    params = list(inspect.signature(factory).parameters.values())[1:]  # skip ctx
     if not any(p.kind is p.VAR_KEYWORD for p in params):
         names = [p.name for p in params]
         for key in kwargs:
             if key not in names:
                 raise ValueError(f"{what} {name!r} has no option {key!r}.{did_you_mean(str(key), names)} "
                                  f"Allowed: {', '.join(names)}")
+    check = getattr(factory, "check", None)
+    if check is not None:  # the factory validates its options at load time (e.g. nested configs)
+        check(**kwargs)
     return spec
 
 
@@ -173,8 +177,16 @@ class PruneParams(StageParams):
     @classmethod
     def _build(cls, v):
         if isinstance(v, (str, dict)):
+            types = prune_config_types()
+            name = v if isinstance(v, str) else v.get("type")
             try:
-                return build_typed(v, prune_config_types(), "pruning config")
+                from .families import prune_vocab
+
+                vocab = prune_vocab(types[name]) if name in types else {}
+            except ImportError:  # the families are not installed: no nested names
+                vocab = {}
+            try:
+                return build_typed(v, types, "pruning config", vocab=vocab)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         if type(v).__name__ in prune_config_types():

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # exist yet on this branch; it is skipped quietly.
 PROVIDERS = (
     "netcompress.recipe.builtin",
+    "netcompress.recipe.families",
     "netcompress.prune.recipe",
     "netcompress.prune.structured.recipe",
     "netcompress.quantize.recipe",
@@ -112,7 +113,8 @@ def _fields(cls: type) -> list[str]:
         return []
 
 
-def build_typed(spec: Any, types: Mapping[str, type], what: str, path: str = "") -> Any:
+def build_typed(spec: Any, types: Mapping[str, type], what: str, path: str = "",
+                vocab: Optional[Mapping[str, type]] = None) -> Any:
     """Build a typed config from ``"Name"`` or ``{type: Name, field: value, ...}``.
 
     Only classes in ``types`` (top level) or ``VOCAB`` (nested values) can be built, with keyword
@@ -137,13 +139,19 @@ def build_typed(spec: Any, types: Mapping[str, type], what: str, path: str = "")
         if not isinstance(key, str) or (fields and key not in fields):
             hint = did_you_mean(key, fields) if isinstance(key, str) else ""
             raise ConfigError(f"{where}{name} has no field {key!r}.{hint} Allowed fields: {', '.join(fields)}")
-    vocab = {n: VOCAB.get(n) for n in VOCAB.names()}
+    if vocab is None:
+        vocab = {n: VOCAB.get(n) for n in VOCAB.names()}
+
+    def nested(value, key):
+        if isinstance(value, Mapping) and "type" in value:
+            return build_typed(value, vocab, key, f"{path}.{key}" if path else key, vocab)
+        if isinstance(value, list):  # configs are frozen: tuples, not lists
+            return tuple(nested(v, key) for v in value)
+        return value
+
     built = {}
     for key, value in kwargs.items():
-        if isinstance(value, Mapping) and "type" in value:
-            value = build_typed(value, vocab, key, f"{path}.{key}" if path else key)
-        elif isinstance(value, list):
-            value = tuple(value)  # configs are frozen: tuples, not lists
+        value = nested(value, key)
         built[key] = value
     try:
         return cls(**built)

@@ -1,0 +1,153 @@
+"""Recipe wiring of the technique families: their config names, nested vocabularies, callbacks and
+export formats. Each block registers only if its family is installed in this build.
+
+Nested names resolve in the namespace of the config that holds them, so the unstructured ``Global``
+scope and the structured ``Global`` scope never clash."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+from pydantic import Field, field_validator
+
+from ..core.errors import ConfigError
+from .builtin import _calibration_data
+from .registry import CALLBACKS, EXPORTERS, StageParams, build_typed, register_stage
+
+log = logging.getLogger(__name__)
+
+
+def _names(*classes) -> dict[str, type]:
+    return {c.__name__: c for c in classes}
+
+
+# ---------------------------------------------------------------------------------- vocabularies
+
+def prune_vocab(config_type: type) -> dict[str, type]:
+    """The nested names allowed inside a pruning config of ``config_type``."""
+    if config_type.__module__.startswith("netcompress.prune.structured"):
+        from ..prune import structured as s
+
+        return _names(s.L1, s.L2, s.Taylor, s.BNScale, s.Random, s.Local, s.Global, s.Params, s.MACs, s.Latency)
+    import netcompress.prune as p
+
+    return _names(p.Elementwise, p.Global, p.Layerwise, p.Neurons, p.NM, p.Magnitude, p.Random, p.SNIP, p.GraSP,
+                  p.APoZ, p.OBD, p.OBS, p.AGP, p.OneShot)
+
+
+def quantize_types() -> dict[str, type]:
+    from ..quantize.api import QUANTIZE_TRANSFORMS
+
+    return {t.__name__: t for t in getattr(QUANTIZE_TRANSFORMS, "_by_type", {})}
+
+
+def quantize_vocab() -> dict[str, type]:
+    import netcompress.quantize as q
+
+    return _names(q.PerChannel, q.PerTensor, q.QuantSpec, q.MinMax, q.MSE, q.Percentile, q.MovingAverage)
+
+
+def distill_vocab() -> dict[str, type]:
+    import netcompress.distill as d
+
+    return _names(d.KD, d.LogitRegression, d.Hint, d.AttentionTransfer, d.FSP)
+
+
+def _typed(spec, types: dict, what: str, vocab) -> Any:
+    """build_typed with the config's own namespace for nested values; errors become ValueError for pydantic."""
+    if not isinstance(spec, (str, dict)):
+        raise ValueError(f"{what} must be a name or {{type: name, ...}}; got {type(spec).__name__}")
+    name = spec if isinstance(spec, str) else spec.get("type")
+    nested = vocab(types[name]) if callable(vocab) and name in types else vocab
+    try:
+        return build_typed(spec, types, what, vocab=nested if isinstance(nested, dict) else {})
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# ------------------------------------------------------------------------------------- quantize
+
+class QuantizeParams(StageParams):
+    """One ``quantize_(model, config, data)`` call: PTQ, QAT (then fine-tune), Binary, Ternary, Clustered, ..."""
+
+    config: Any
+    calibration: Optional[int] = Field(None, ge=1, le=100_000)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _build(cls, v):
+        return _typed(v, quantize_types(), "quantization config", quantize_vocab())
+
+
+def _apply_quantize(ctx, params: QuantizeParams) -> None:
+    from ..quantize import quantize_
+
+    quantize_(ctx.model, params.config, data=_calibration_data(ctx, params.calibration))
+
+
+def _install_quantize() -> None:
+    import netcompress.quantize  # noqa: F401 (fails here when the family is absent)
+
+    @register_stage("quantize", QuantizeParams, restore=_apply_quantize)
+    def run_quantize(ctx, params: QuantizeParams) -> None:
+        """Quantize in place with a registered quantization config."""
+        _apply_quantize(ctx, params)
+
+
+# -------------------------------------------------------------------------------------- distill
+
+def _install_distill() -> None:
+    import netcompress.distill  # noqa: F401
+
+    @CALLBACKS.register("distill")
+    def distill(ctx, terms: Any = "KD", task_weight: Optional[float] = None, cache: bool = False):
+        """Distil the run's baseline (the teacher) into the model being fine-tuned."""
+        from ..distill import Distiller
+
+        specs = terms if isinstance(terms, list) else [terms]
+        built = [_typed(t, distill_vocab(), "distillation term", {}) for t in specs]
+        x = ctx.calibration(min(64, ctx.recipe.data.calibration))
+        return Distiller(ctx.teacher(), ctx.model, built, task_weight=task_weight, example_input=x, cache=cache)
+
+    def check(terms: Any = "KD", **_):
+        for t in terms if isinstance(terms, list) else [terms]:
+            _typed(t, distill_vocab(), "distillation term", {})
+
+    distill.check = check
+
+
+# --------------------------------------------------------------------------------------- export
+
+def _install_export() -> None:
+    from ..export import save_compressed, to_int8_onnx  # noqa: F401
+
+    @EXPORTERS.register("onnx-int8")
+    def export_int8(ctx, params, stem) -> dict:
+        """int8 ONNX (u8 activations x s8 per-channel weights, calibrated QDQ) through onnxruntime."""
+        from ..export import Int8Onnx, to_int8_onnx
+
+        path = stem.parent / (stem.name + "-int8.onnx")
+        cfg = Int8Onnx(static=True, per_channel=True)
+        to_int8_onnx(ctx.model.eval(), ctx.example_input, path, cfg, data=_calibration_data(ctx, None), force=True)
+        return {"onnx-int8": path}
+
+    @EXPORTERS.register("compressed")
+    def export_compressed(ctx, params, stem) -> dict:
+        """The compressed artifact format (sparse / shared weights, Huffman coded)."""
+        from ..export import save_compressed
+
+        return {"compressed": save_compressed(ctx.model, stem.with_suffix(".ncz"), force=True)}
+
+
+def install() -> None:
+    for name, fn in (("quantize", _install_quantize), ("distill", _install_distill),
+                     ("export", _install_export)):
+        try:
+            fn()
+        except ModuleNotFoundError as exc:
+            log.debug("recipe wiring for %s skipped: %s", name, exc)
+        except ImportError as exc:
+            log.debug("recipe wiring for %s skipped: %s", name, exc)
+
+
+install()
