@@ -94,7 +94,13 @@ def train_model(ctx, spec: TrainSpec, checkpoint_dir, seed: int, loss=None, call
     return trainer.fit()
 
 
-@register_stage("fine-tune", FineTuneParams)
+def _rebuild_callbacks(ctx, params: FineTuneParams) -> None:
+    """Resume: callbacks such as gradual pruning add structure (masks) when built; build them again."""
+    for spec in params.callbacks:
+        make_from_spec(spec, CALLBACKS, ctx)
+
+
+@register_stage("fine-tune", FineTuneParams, restore=_rebuild_callbacks)
 def run_fine_tune(ctx, params: FineTuneParams) -> None:
     """Fine-tune with the trainer (DDP under torchrun, checkpoint every epoch, resumable)."""
     loss = make_from_spec(params.loss, LOSSES, ctx)

@@ -116,6 +116,32 @@ def _install_distill() -> None:
     distill.check = check
 
 
+# -------------------------------------------------------------------------------- gradual prune
+
+def _install_gradual() -> None:
+    from ..prune import GradualPruning, Schedule  # noqa: F401
+    from .builtin import prune_config_types
+
+    def schedules() -> dict[str, type]:
+        import netcompress.prune as p
+
+        return _names(p.AGP, p.OneShot)
+
+    def build(config, schedule):
+        cfg = _typed(config, prune_config_types(), "pruning config", prune_vocab)
+        return cfg, _typed(schedule, schedules(), "schedule", {})
+
+    @CALLBACKS.register("gradual-prune")
+    def gradual_prune(ctx, config: Any, schedule: Any):
+        """Unstructured masks that tighten during fine-tuning by a schedule (e.g. AGP's cubic ramp)."""
+        from ..prune import GradualPruning
+
+        cfg, sched = build(config, schedule)
+        return GradualPruning(ctx.model, cfg, sched, data=_calibration_data(ctx, None))
+
+    gradual_prune.check = build
+
+
 # --------------------------------------------------------------------------------------- export
 
 def _install_export() -> None:
@@ -140,7 +166,7 @@ def _install_export() -> None:
 
 
 def install() -> None:
-    for name, fn in (("quantize", _install_quantize), ("distill", _install_distill),
+    for name, fn in (("quantize", _install_quantize), ("gradual-prune", _install_gradual), ("distill", _install_distill),
                      ("export", _install_export)):
         try:
             fn()
