@@ -26,18 +26,30 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "structured_kd_int8.y
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--fine-tune-epochs", type=int, default=None)
+    ap.add_argument("--args-note", default="", help=argparse.SUPPRESS)
     ap.add_argument("--fraction", type=float, default=None, help="MACs kept by the channel pruning")
     ap.add_argument("--out", default=str(OUT_DIR / "issue7_pipeline_run"))
+    ap.add_argument("--weights", default=None, help="a cached dense ResNet-20 (e.g. another benchmark's subset "
+                    "baseline) instead of trained_baseline's full schedule")
+    ap.add_argument("--train-subset", type=int, default=None, help="fine-tune on the first N training images")
+    ap.add_argument("--eval-subset", type=int, default=None, help="evaluate on the first N test images")
     args = ap.parse_args(argv)
     set_threads(1)  # a shared 2-core machine: one thread for training and for latency
     splits = dataset("fashion_mnist")
-    model, base_test = trained_baseline("resnet20", splits)
-    weights = save_weights(model, OUT_DIR / "issue7_resnet20_baseline.safetensors", force=True)
+    if args.weights:
+        weights, base_test = Path(args.weights), None
+    else:
+        model, base_test = trained_baseline("resnet20", splits)
+        weights = save_weights(model, OUT_DIR / "issue7_resnet20_baseline.safetensors", force=True)
     raw = yaml.safe_load(RECIPE.read_text())
     raw["model"].pop("pretrain")
     raw["model"]["weights"] = str(weights)
     if args.fine_tune_epochs is not None:
         raw["stages"][1]["epochs"] = args.fine_tune_epochs
+    if args.train_subset:
+        raw["data"]["train_subset"] = args.train_subset
+    if args.eval_subset:
+        raw["data"]["eval_subset"] = args.eval_subset
     if args.fraction is not None:
         raw["stages"][0]["config"]["budget"]["fraction"] = args.fraction
     recipe = parse_recipe(raw, str(RECIPE))
@@ -61,7 +73,7 @@ def main(argv=None) -> dict:
     print(f"load average at the end: {os.getloadavg()}")
     write_json("issue7_pipeline", {"recipe": raw, "metrics": {k: m[k] for k in ("baseline", "final", "ratios",
                                                                                "latency_ms", "latency_note", "stages")},
-                                   "summary": summary, "baseline_test": base_test, "load_avg": os.getloadavg(),
+                                   "summary": summary, "baseline_test": base_test, "args": vars(args), "load_avg": os.getloadavg(),
                                    "machine_at_start": machine()})
     return m
 

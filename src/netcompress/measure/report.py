@@ -105,6 +105,11 @@ def _tradeoff(points: list[dict], xkey: str, xlabel: str) -> Optional[str]:
     ax.plot(xs, ys, "-o", color="#55a868")
     for p, x, y in zip(pts, xs, ys):
         ax.annotate(p["stage"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if xkey == "bytes_on_disk":
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:,.0f} kB"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.set_title(f"accuracy vs {xlabel} per stage")

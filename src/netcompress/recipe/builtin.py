@@ -215,3 +215,32 @@ def _apply_prune(ctx, params: PruneParams) -> None:
 def run_prune(ctx, params: PruneParams) -> None:
     """Prune in place with a registered pruning config (fine-tune afterwards in a fine-tune stage)."""
     _apply_prune(ctx, params)
+
+
+# ----------------------------------------------------------------------------------- sensitivity
+
+class SensitivityParams(StageParams):
+    """Measure only: accuracy on the validation split when each Conv2d/Linear alone is magnitude-pruned
+    to each level; the curves go into the report. The model is left unchanged."""
+
+    levels: list[float] = Field(default_factory=lambda: [0.5, 0.7, 0.9], min_length=1, max_length=20)
+    samples: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("levels", mode="after")
+    @classmethod
+    def _range(cls, v):
+        if any(not 0 <= x < 1 for x in v):
+            raise ValueError(f"levels must be in [0, 1); got {v}")
+        return v
+
+
+@register_stage("sensitivity", SensitivityParams)
+def run_sensitivity(ctx, params: SensitivityParams) -> None:
+    """Per-layer sensitivity curves for the report (no change to the model)."""
+    from ..measure.sensitivity import layer_sensitivity
+
+    if not ctx.is_main:
+        return
+    val = ctx.splits.val
+    data = TensorDataset(*(t[:params.samples] for t in val.tensors))
+    ctx.record("sensitivity", {k: [list(p) for p in v] for k, v in layer_sensitivity(ctx.model, data, params.levels).items()})

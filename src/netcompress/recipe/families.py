@@ -79,10 +79,23 @@ class QuantizeParams(StageParams):
         return _typed(v, quantize_types(), "quantization config", quantize_vocab())
 
 
+def _weight_bits(model, default: int, by_layer=()) -> dict[str, int]:
+    """{layer: weight bits} of the Conv2d/Linear layers, for the report's bit-width bars."""
+    from torch import nn
+
+    overrides = dict(by_layer)
+    return {name: int(overrides.get(name, default)) for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
 def _apply_quantize(ctx, params: QuantizeParams) -> None:
     from ..quantize import quantize_
 
     quantize_(ctx.model, params.config, data=_calibration_data(ctx, params.calibration))
+    cfg = params.config
+    bits = getattr(cfg, "bits", None) or getattr(getattr(cfg, "weight", None), "bits", None)
+    if isinstance(bits, int) and ctx.is_main:
+        ctx.record("bit_widths", _weight_bits(ctx.model, bits, getattr(cfg, "bits_by_layer", ())))
 
 
 def _install_quantize() -> None:
@@ -155,6 +168,7 @@ def _install_export() -> None:
         path = stem.parent / (stem.name + "-int8.onnx")
         cfg = Int8Onnx(static=True, per_channel=True)
         to_int8_onnx(ctx.model.eval(), ctx.example_input, path, cfg, data=_calibration_data(ctx, None), force=True)
+        ctx.record("bit_widths", _weight_bits(ctx.model, 8))
         return {"onnx-int8": path}
 
     @EXPORTERS.register("compressed")

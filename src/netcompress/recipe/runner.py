@@ -98,7 +98,7 @@ def _stage_point(ctx: RunContext, label: str) -> dict:
     from ..train import evaluate
 
     stats = analyze(ctx.model, ctx.example_input)
-    ckpt = ctx.run_dir / "checkpoints" / f"{label}.pt"
+    ckpt = ctx.run_dir / "checkpoints" / (f"{label}.pt" if label != "baseline" else "baseline.safetensors")
     deploy = ctx.state.get("deploy")
     path = ctx.artifact(deploy) if deploy else None
     m = ctx.recipe.measure

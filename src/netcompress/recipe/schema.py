@@ -260,8 +260,8 @@ def _parse_stage(i: int, raw: dict, problems: list) -> Optional[Stage]:
         return None
     st = stage_type(kind)
     name = raw.get("name", f"{i + 1:02d}-{kind}")
-    if not isinstance(name, str) or not re.match(r"^[\w.-]{1,64}$", name):
-        problems.append((loc + ("name",), f"must match [A-Za-z0-9_.-]{{1,64}}; got {short_repr(name)}"))
+    if not isinstance(name, str) or not re.match(r"^[\w.-]{1,64}$", name) or name == "baseline":
+        problems.append((loc + ("name",), f"must match [A-Za-z0-9_.-]{{1,64}} and not be 'baseline'; got {short_repr(name)}"))
         return None
     params = {k: v for k, v in raw.items() if k not in ("type", "name")}
     try:
