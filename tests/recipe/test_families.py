@@ -13,6 +13,7 @@ PIPELINE = {
     "model": {"name": "resnet20", "kwargs": {"width": 4}, "pretrain": {"epochs": 1, "lr": 0.05, "batch_size": 64}},
     "data": {"name": "digits", "image_size": 8, "train_subset": 640, "calibration": 128},
     "stages": [
+        {"type": "sensitivity", "levels": [0.0, 0.9], "samples": 64},
         {"type": "prune", "config": {"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5},
                                      "importance": {"type": "L1"}}},
         {"type": "fine-tune", "epochs": 1, "lr": 0.01, "batch_size": 64,
@@ -40,12 +41,17 @@ def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
     for key in ("accuracy", "params", "macs", "bytes_on_disk"):
         assert again["final"][key] == f[key], key
     assert json.loads((tmp_path / "run" / "run.json").read_text())["deploy"] == "onnx-int8"
+    page = (tmp_path / "run" / "report.html").read_text()
+    for plot in ("per-layer sparsity", "per-layer bit width", "sensitivity", "accuracy vs size", "accuracy vs latency"):
+        assert f'alt="{plot}"' in page, plot
+    curves = m["records"]["01-sensitivity"]["sensitivity"]
+    assert len({pts[0][1] for pts in curves.values()}) == 1  # level 0 prunes nothing: the same accuracy everywhere
 
 
 @pytest.mark.parametrize("change,where,words", [
-    (("stages", 0, "config", "budget", "type"), "stages[0].config", "Did you mean 'MACs'"),
-    (("stages", 0, "config", "importance", "type"), "stages[0].config", "unknown importance"),
-    (("stages", 1, "callbacks", 0, "terms", 0, "type"), "stages[1].callbacks", "unknown distillation term"),
+    (("stages", 1, "config", "budget", "type"), "stages[1].config", "Did you mean 'MACs'"),
+    (("stages", 1, "config", "importance", "type"), "stages[1].config", "unknown importance"),
+    (("stages", 2, "callbacks", 0, "terms", 0, "type"), "stages[2].callbacks", "unknown distillation term"),
 ])
 def test_family_names_are_checked_on_load(change, where, words):
     data = yaml.safe_load(yaml.safe_dump(PIPELINE))
@@ -56,3 +62,28 @@ def test_family_names_are_checked_on_load(change, where, words):
     with pytest.raises(RecipeError) as info:
         loads_recipe(yaml.safe_dump(data), "f.yaml")
     assert where in str(info.value) and words in str(info.value)
+
+
+def test_prune_then_cluster_keeps_zeros_exact(tmp_path):
+    """Deep Compression order: magnitude masks, then k-means weight sharing; pruned weights stay exactly 0."""
+    spec = {"model": {"name": "mlp", "kwargs": {"hidden": [32]}, "pretrain": {"epochs": 1, "lr": 0.1}},
+            "data": {"name": "digits", "image_size": 8, "train_subset": 320},
+            "stages": [{"type": "prune", "config": {"type": "Unstructured", "sparsity": 0.8,
+                                                    "criterion": {"type": "Magnitude"}}},
+                       {"type": "quantize", "config": {"type": "Clustered", "bits": 3}},
+                       {"type": "export", "formats": ["compressed"], "deploy": "compressed"}],
+            "measure": {"latency_repeats": 3, "latency_warmup": 0}}
+    path = tmp_path / "dc.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    m = run_recipe(path, tmp_path / "run", progress=False)
+    pruned = m["stages"][1]
+    assert pruned["nonzero_params"] <= m["baseline"]["params"] * 0.3
+    from netcompress.export import load_compressed
+
+    state = load_compressed(tmp_path / "run" / "artifacts" / "model.ncz")
+    # the deployed weights keep exactly the pruned zeros (the counter would also count the codebooks)
+    assert sum(int(torch.count_nonzero(t)) for t in state.values()) == pruned["nonzero_params"]
+    w = state["net.1.weight"] if "net.1.weight" in state else next(v for k, v in state.items() if k.endswith("weight"))
+    assert len(torch.unique(w[w != 0])) <= 2 ** 3  # shared values: at most 2^bits distinct nonzeros
+    assert m["final"]["bytes_on_disk"] < m["baseline"]["bytes_on_disk"] / 4
+    assert set(m["records"]["02-quantize"]["bit_widths"].values()) == {3}
