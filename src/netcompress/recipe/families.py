@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from ..core.errors import ConfigError
 from .builtin import _calibration_data
-from .registry import CALLBACKS, EXPORTERS, StageParams, build_typed, register_stage
+from .registry import CALLBACKS, EXPORTERS, STAGES, StageParams, build_typed, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ def _apply_quantize(ctx, params: QuantizeParams) -> None:
 def _install_quantize() -> None:
     import netcompress.quantize  # noqa: F401 (fails here when the family is absent)
 
+    if "quantize" in STAGES:  # the family registered its own stage
+        return
+
     @register_stage("quantize", QuantizeParams, restore=_apply_quantize)
     def run_quantize(ctx, params: QuantizeParams) -> None:
         """Quantize in place with a registered quantization config."""
@@ -111,6 +114,9 @@ def _install_quantize() -> None:
 
 def _install_distill() -> None:
     import netcompress.distill  # noqa: F401
+
+    if "distill" in CALLBACKS:
+        return
 
     @CALLBACKS.register("distill")
     def distill(ctx, terms: Any = "KD", task_weight: Optional[float] = None, cache: bool = False):
@@ -134,6 +140,9 @@ def _install_distill() -> None:
 def _install_gradual() -> None:
     from ..prune import GradualPruning, Schedule  # noqa: F401
     from .builtin import prune_config_types
+
+    if "gradual-prune" in CALLBACKS:
+        return
 
     def schedules() -> dict[str, type]:
         import netcompress.prune as p
@@ -159,6 +168,9 @@ def _install_gradual() -> None:
 
 def _install_export() -> None:
     from ..export import save_compressed, to_int8_onnx  # noqa: F401
+
+    if "onnx-int8" in EXPORTERS or "compressed" in EXPORTERS:
+        return
 
     @EXPORTERS.register("onnx-int8")
     def export_int8(ctx, params, stem) -> dict:

@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 # exist yet on this branch; it is skipped quietly.
 PROVIDERS = (
     "netcompress.recipe.builtin",
-    "netcompress.recipe.families",
     "netcompress.prune.recipe",
     "netcompress.prune.structured.recipe",
     "netcompress.quantize.recipe",
@@ -41,6 +40,7 @@ PROVIDERS = (
     "netcompress.lowrank.recipe",
     "netcompress.dynamic.recipe",
     "netcompress.arch.recipe",
+    "netcompress.recipe.families",  # last: wiring for families that do not register their own names
 )
 # stage names the issue plans; shown when one is used before its family is installed
 PLANNED = {"prune": "netcompress.prune", "quantize": "netcompress.quantize", "distill": "netcompress.distill",
