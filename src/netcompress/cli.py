@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)  # a run's log.txt wants INFO from 'netcompress'; the console does not
+    if not args.verbose:  # torch's exporter warns that torchvision (never installed here) is missing
+        logging.getLogger("torch.onnx._internal.exporter._registration").addFilter(
+            lambda record: "torchvision" not in record.getMessage())
     try:
         return args.func(args)
     except NetcompressError as exc:

@@ -18,7 +18,7 @@ PIPELINE = {
                                      "importance": {"type": "L1"}}},
         {"type": "fine-tune", "epochs": 1, "lr": 0.01, "batch_size": 64,
          "callbacks": [{"type": "distill", "terms": [{"type": "KD", "temperature": 4.0}]}]},
-        {"type": "export", "formats": ["onnx-int8", "onnx"], "deploy": "onnx-int8"}],
+        {"type": "export", "formats": ["onnx-int8"]}],
     "measure": {"latency_repeats": 3, "latency_warmup": 0, "batch_sizes": [1]}}
 
 
@@ -30,10 +30,10 @@ def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
     assert f["macs"] <= 0.55 * b["macs"] and f["params"] < b["params"]  # channels really removed
     assert f["format"] == "onnx-int8" and f["runtime"] == "onnxruntime"
     art = tmp_path / "run" / "artifacts"
-    assert sorted(p.name for p in art.iterdir()) == ["baseline.onnx", "model-int8.onnx", "model.onnx"]
-    fp32_onnx = (art / "model.onnx").stat().st_size
-    assert fp32_onnx >= 4 * f["params"]  # weights inside the file, not in a side file
-    assert f["bytes_on_disk"] < 0.9 * fp32_onnx  # int8 weights (scales and QDQ nodes weigh a lot at width 4)
+    assert sorted(p.name for p in art.iterdir()) == ["baseline.onnx", "model-int8.onnx"]
+    fp32_onnx = (art / "baseline.onnx").stat().st_size
+    assert fp32_onnx >= 4 * b["params"]  # weights inside the file, not in a side file
+    assert f["bytes_on_disk"] < 0.7 * fp32_onnx  # int8 weights of the pruned model (QDQ scales weigh a lot at width 4)
     torch_final = m["stages"][-1]["accuracy"]
     assert abs(f["accuracy"] - torch_final) <= 0.05  # int8 onnxruntime vs the torch model it came from
     # resume of a finished run rebuilds the pruned structure and gives the same numbers
