@@ -65,13 +65,13 @@ def test_random_documents_fail_cleanly(doc):
     check(lambda: parse_recipe(doc, "fuzz.yaml"))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200) | st.binary(max_size=200))
 def test_random_text_fails_cleanly(text):
     check(lambda: loads_recipe(text, "fuzz.yaml"))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.integers(0, 7), min_size=1, max_size=4), values)
 def test_run_recipe_on_malformed_recipe_writes_nothing(tmp_path_factory, path, value):
     from netcompress.recipe import run_recipe
