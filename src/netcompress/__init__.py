@@ -13,6 +13,7 @@ _SUBPACKAGES = {"core", "data", "models", "measure", "train", "graph", "prune", 
 # in-place verbs, each owned by its family: name -> (subpackage, attribute)
 _VERBS: dict[str, tuple[str, str]] = {
     "prune_": ("prune", "prune_"),
+    "quantize_": ("quantize", "quantize_"),
 }
 
 

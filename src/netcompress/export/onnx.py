@@ -37,6 +37,20 @@ def _export(model, args, path: Path, opset: int, dynamic_batch: bool, dynamo: bo
                               dynamo=False, opset_version=opset, dynamic_axes=axes)
 
 
+def _inline_external_data(path: Path) -> None:
+    """The torch.export-based exporter may put weights in ``<file>.data`` beside the graph; written
+    through a temporary name, that side file would keep the temporary name. Models here are far
+    below protobuf's 2 GB limit, so the weights are moved into the one .onnx file."""
+    side = path.parent / (path.name + ".data")
+    if not side.exists():
+        return
+    import onnx
+
+    model = onnx.load(str(path))  # reads the side file
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    side.unlink()
+
+
 def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool = True, opset: int = 18,
             dynamic_batch: bool = True, atol: float = 1e-4, rtol: float = 1e-3, force: bool = False) -> Path:
     """Export ``model`` to ``path`` and (``verify``) check onnxruntime's outputs against torch's.
@@ -59,6 +73,7 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
                 except Exception as exc2:
                     raise ExportError(f"cannot export {type(model).__name__} to ONNX: "
                                       f"{str(exc2).splitlines()[0] if str(exc2) else type(exc2).__name__}") from None
+            _inline_external_data(tmp)
 
         atomic_write(path, write)
         if verify:

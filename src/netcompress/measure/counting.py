@@ -31,8 +31,12 @@ def count_nonzero(model: nn.Module) -> int:
 
 def _effective_params(model: nn.Module):
     # nn.utils.parametrize keeps the original under .parametrizations; the attribute is the masked value
+    from torch.nn.utils.parametrize import ParametrizationList
+
     seen = set()
     for mod in model.modules():
+        if isinstance(mod, ParametrizationList):
+            continue  # the raw original; its effective value is yielded through the owner below
         for name, p in list(mod.named_parameters(recurse=False)):
             if id(p) in seen:
                 continue

@@ -27,6 +27,10 @@ class _TypeRegistry:
 
         return deco
 
+    def config_types(self) -> list[type]:
+        """The registered config types (recipes resolve pruning config names among these)."""
+        return list(self._by_type)
+
     def get(self, config) -> Callable:
         for cls in type(config).__mro__:
             if cls in self._by_type:

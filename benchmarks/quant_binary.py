@@ -1,0 +1,83 @@
+"""Issue 5 claim 3: binary and ternary weights on Fashion-MNIST (LeNet-300-100, LeNet-5), plus INQ
+power-of-two weights, each fine-tuned from the cached fp32 baseline with the same budget as an fp32
+fine-tune of the same baseline (so the gap is the cost of the weight format, not of training).
+
+    python -m benchmarks.quant_binary [--epochs N] [--model NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+
+import torch
+
+from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
+from netcompress.quantize import TTQ, TWN, Binary, PerChannel, Pow2, Ternary, clip_shadow_weights_, quantize_
+from netcompress.train import Callback, TrainConfig, Trainer, evaluate
+
+log = logging.getLogger("bench")
+
+
+class ClipShadow(Callback):
+    """BinaryConnect: clip the real-valued weights to [-H, H] after every update."""
+
+    def on_step_end(self, trainer, *args, **kwargs):
+        clip_shadow_weights_(trainer.model)
+
+
+def _fit(model, splits, epochs, lr, callbacks=()):
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=lr, optimizer="adam", scheduler="cosine", seed=0,
+                      weight_decay=0.0, progress=False)
+    Trainer(model, splits.train, cfg, val_data=splits.val, callbacks=callbacks).fit()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--model", action="append", choices=("lenet_300_100", "lenet5"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    splits = dataset()
+    rows = []
+    for name in args.model or ("lenet_300_100", "lenet5"):
+        base, metrics = trained_baseline(name, splits)
+        variants = {
+            "fp32 fine-tuned (same budget)": (None, ()),
+            "BinaryConnect det. (H = Glorot)": (Binary(), (ClipShadow(),)),
+            "BinaryConnect stoch. (H = Glorot)": (Binary(stochastic=True), (ClipShadow(),)),
+            "binary + XNOR per-filter scale": (Binary(scale=PerChannel(0)), ()),
+            "TWN (delta = 0.7 mean|w|)": (Ternary(TWN()), ()),
+            "TTQ (t = 0.05)": (Ternary(TTQ(0.05)), ()),
+        }
+        rows.append({"model": name, "variant": "fp32 baseline", "accuracy": metrics["accuracy"], "epochs": 0})
+        for label, (cfg, cbs) in variants.items():
+            m = copy.deepcopy(base)
+            if cfg is not None:
+                quantize_(m, cfg)
+            before = evaluate(m, splits.test)["accuracy"]
+            t = time.time()
+            _fit(m, splits, args.epochs, 1e-3, cbs)
+            rows.append({"model": name, "variant": label, "accuracy": evaluate(m, splits.test)["accuracy"],
+                         "before_ft": before, "epochs": args.epochs, "secs": time.time() - t})
+        # INQ: 5-bit powers of two, 50% -> 75% -> 87.5% -> 100% frozen, retraining the rest in between
+        m = copy.deepcopy(base)
+        t = time.time()
+        for frac in (0.5, 0.75, 0.875):
+            quantize_(m, Pow2(bits=5, fraction=frac))
+            _fit(m, splits, max(1, args.epochs // 3), 1e-4)
+        quantize_(m, Pow2(bits=5, fraction=1.0))
+        rows.append({"model": name, "variant": "INQ 5-bit powers of two", "accuracy": evaluate(m, splits.test)["accuracy"],
+                     "epochs": 3 * max(1, args.epochs // 3), "secs": time.time() - t})
+        ref = next(r["accuracy"] for r in rows if r["model"] == name and r["variant"].startswith("fp32 fine"))
+        for r in rows:
+            if r["model"] == name:
+                r["gap_vs_fp32_ft_pts"] = 100 * (ref - r["accuracy"])
+    print(markdown_table(rows, ["model", "variant", "epochs", "accuracy", "gap_vs_fp32_ft_pts"]))
+    write_json("quant_binary", {"rows": rows, "epochs": args.epochs})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Issue 5 claim 4: real int8 speed in onnxruntime, 1 thread, batch 1 and 32.
+
+ResNet-20 (Fashion-MNIST shape): our static QDQ int8 (u8 activations x s8 per-channel weights,
+calibrated by our observer) vs onnxruntime fp32, torch fp32 eager, and onnxruntime's own
+quantize_static (its defaults, and tuned to the same u8/s8 per-channel scheme).
+MiniLM-shaped encoder (6 x 384, 12 heads, seq 128): our dynamic int8 (s8 per-channel weights) vs
+torch fp32 eager, onnxruntime fp32, onnxruntime's quantize_dynamic with its defaults, torch.ao
+quantize_dynamic (x86 and onednn engines) and bf16.
+
+    python -m benchmarks.quant_int8_speed [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import dataset, machine, markdown_table, write_json
+from benchmarks.minilm_shape import MiniLMShape
+from netcompress.export import Int8Onnx, ort_session, quantize_onnx, run_onnx, to_onnx
+from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
+from netcompress.models import create_model
+from netcompress.quantize import Float16, Percentile, quantize_
+
+log = logging.getLogger("bench")
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of arrays."""
+
+    def __init__(self, name, arrays):
+        self.it = iter([{name: a} for a in arrays])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def _ort_own_static(fp32: Path, out: Path, calib: list[np.ndarray], tuned: bool) -> Path:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    kw = dict(per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8) if tuned else {}
+    quantize_static(str(pre), str(out), _Reader("input", calib), quant_format=QuantFormat.QDQ, **kw)
+    return out
+
+
+def _ort_own_dynamic(fp32: Path, out: Path) -> Path:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out))  # its defaults
+    return out
+
+
+def _onnx_mib(path: Path) -> float:
+    """The graph plus any external-data file beside it."""
+    extra = [p for p in Path(path).parent.glob(Path(path).name + "*") if p != Path(path)]
+    return (file_bytes(path) + sum(file_bytes(p) for p in extra)) / 2 ** 20
+
+
+def _max_diff(fn, ref, x):
+    with torch.inference_mode():
+        y = fn(x)
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    y = torch.as_tensor(np.asarray(y, dtype=np.float32)) if not isinstance(y, torch.Tensor) else y.float()
+    return float((y - ref).abs().max())
+
+
+def _time(cands: dict, inputs, repeats: int, ref_name: str):
+    stats = compare_latency(cands, inputs, warmup=3, repeats=repeats, threads=1)
+    r = ratios(stats, ref_name)
+    return stats, r
+
+
+def resnet(tmp: Path, batches=(1, 32), repeats=30):
+    splits = dataset()
+    torch.manual_seed(0)
+    # latency needs only the shape (accuracy of the int8 ResNet-20 is benchmarks.quant_ptq); BN statistics
+    # are set from real data so activation ranges are realistic
+    model = create_model("resnet20", in_channels=1, input_size=28)
+    model.train()
+    with torch.no_grad():
+        for x, _ in list(torch.utils.data.DataLoader(splits.train, batch_size=256))[:8]:
+            model(x)
+    model.eval()
+    calib = [x for x, _ in torch.utils.data.DataLoader(splits.train, batch_size=32)][:16]
+    fp32 = to_onnx(model, calib[0][:2], tmp / "r20.onnx")
+    ours = quantize_onnx(fp32, tmp / "r20_ours.onnx", Int8Onnx(observer=Percentile(99.999)), data=calib)
+    own_default = _ort_own_static(fp32, tmp / "r20_ort_default.onnx", [c.numpy() for c in calib], tuned=False)
+    own_tuned = _ort_own_static(fp32, tmp / "r20_ort_tuned.onnx", [c.numpy() for c in calib], tuned=True)
+    sessions = {"onnxruntime fp32": fp32, "ours int8 static u8s8 per-ch": ours,
+                "onnxruntime quantize_static (defaults)": own_default,
+                "onnxruntime quantize_static (u8s8 per-ch)": own_tuned}
+    rows = []
+    for b in batches:
+        x = splits.test.tensors[0][:b].contiguous()
+        with torch.no_grad():
+            ref = model(x)
+        cands = {"torch fp32 eager": model}
+        cands.update({k: ort_callable(ort_session(p, threads=1)) for k, p in sessions.items()})
+        stats, r = _time(cands, x, repeats, "onnxruntime fp32")
+        r_torch = ratios(stats, "torch fp32 eager")
+        for k, s in stats.items():
+            rows.append({"model": "resnet20", "batch": b, "variant": k, "median_ms": s.median_ms,
+                         "vs_ort_fp32": r[k], "vs_torch_fp32": r_torch[k],
+                         "file_MiB": _onnx_mib(sessions[k]) if k in sessions else float("nan"),
+                         "max_abs_diff": _max_diff(cands[k], ref, x)})
+    return rows
+
+
+def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128):
+    torch.manual_seed(0)
+    model = MiniLMShape().eval()
+    ids = torch.randint(0, 30522, (2, seq))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fp32 = to_onnx(model, ids, tmp / "minilm.onnx", atol=1e-3)
+    ours = quantize_onnx(fp32, tmp / "minilm_ours.onnx", Int8Onnx(static=False))
+    own = _ort_own_dynamic(fp32, tmp / "minilm_ort_default.onnx")
+    ao = {}
+    for engine in ("x86", "onednn"):
+        torch.backends.quantized.engine = engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ao[engine] = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear},
+                                                                dtype=torch.qint8)
+    bf16 = copy.deepcopy(model)
+    quantize_(bf16, Float16(torch.bfloat16))
+    sessions = {"onnxruntime fp32": fp32, "ours int8 dynamic s8 per-ch": ours,
+                "onnxruntime quantize_dynamic (defaults)": own}
+    rows = []
+    for b in batches:
+        x = torch.randint(0, 30522, (b, seq))
+        with torch.no_grad():
+            ref = model(x)
+        cands = {"torch fp32 eager": model}
+        cands.update({k: ort_callable(ort_session(p, threads=1)) for k, p in sessions.items()})
+
+        def run_ao(engine):
+            def f(t):
+                torch.backends.quantized.engine = engine
+                return ao[engine](t)
+            return f
+
+        cands["torch.ao quantize_dynamic (x86)"] = run_ao("x86")
+        cands["torch.ao quantize_dynamic (onednn)"] = run_ao("onednn")
+        cands["torch bf16 (AMX)"] = bf16
+        stats, r = _time(cands, x, repeats, "torch fp32 eager")
+        r_ort = ratios(stats, "onnxruntime fp32")
+        for k, s in stats.items():
+            rows.append({"model": "minilm-shape", "batch": b, "variant": k, "median_ms": s.median_ms,
+                         "vs_torch_fp32": r[k], "vs_ort_fp32": r_ort[k],
+                         "file_MiB": _onnx_mib(sessions[k]) if k in sessions else float("nan"),
+                         "max_abs_diff": _max_diff(cands[k], ref, x)})
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--only", choices=("resnet", "minilm"), default=None)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    set_threads(1)
+    load = os.getloadavg()
+    t0 = time.time()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.only in (None, "resnet"):
+            rows += resnet(tmp, repeats=10 if args.quick else 30)
+        if args.only in (None, "minilm"):
+            rows += minilm(tmp, repeats=5 if args.quick else 20)
+    cols = ["model", "batch", "variant", "median_ms", "vs_torch_fp32", "vs_ort_fp32", "file_MiB", "max_abs_diff"]
+    print(markdown_table(rows, cols))
+    print(f"load average before: {load}, after: {os.getloadavg()}, wall {time.time() - t0:.0f}s")
+    write_json("quant_int8_speed" + (f"_{args.only}" if args.only else ""),
+               {"rows": rows, "loadavg_before": load, "loadavg_after": os.getloadavg(), "threads": 1})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Real int8 through onnxruntime: the QDQ graph, calibrated by our observers, agrees with torch."""
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from netcompress.core.errors import ConfigError, DataError
+from netcompress.export import Int8Onnx, ort_session, run_onnx, to_int8_onnx
+from netcompress.quantize import MSE, PTQ, Percentile, quantize_
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 10)).eval()
+
+
+def test_static_qdq_u8_s8_per_channel_matches_torch_fake_quant(tmp_path, digits28):
+    m = _mlp()
+    x8 = torch.nn.functional.avg_pool2d(digits28.train.tensors[0][:256], 3, 3, padding=1)[:, :, :8, :8]
+    calib = list(x8.split(64))
+    path = to_int8_onnx(m, x8[:4], tmp_path / "q.onnx", Int8Onnx(), data=calib)
+    g = onnx.load(str(path))
+    ops = {n.op_type for n in g.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    inits = {i.name: i for i in g.graph.initializer}
+    w_q = [i for i in g.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert w_q, "weights are stored as int8"
+    act_q = [n for n in g.graph.node if n.op_type == "QuantizeLinear"]
+    assert all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in act_q if len(n.input) > 2)
+    got = run_onnx(ort_session(path), x8)
+    # torch fake-quant of the same scheme (u8 per-tensor activations, s8 per-channel weights)
+    fq = _mlp()
+    quantize_(fq, PTQ(), data=calib)
+    ref = fq(x8).detach().numpy()
+    out_q = next(n for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("output"))
+    out_step = float(onnx.numpy_helper.to_array(inits[out_q.input[1]]))  # the int8 graph's output step
+    assert np.abs(got - ref).max() <= out_step
+    assert np.abs(got - m(x8).detach().numpy()).max() <= 4 * out_step
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    from netcompress.export import to_onnx
+
+    return to_onnx(_mlp(), torch.randn(2, 1, 8, 8), tmp_path_factory.mktemp("onnx") / "f.onnx")
+
+
+def test_observer_choice_changes_ranges(fp32_onnx):
+    from netcompress.export import observe_onnx
+
+    p = fp32_onnx
+    x = torch.randn(64, 1, 8, 8)
+    x[0, 0, 0, 0] = 30.0  # one outlier pixel
+    data = [x]
+    r_minmax = observe_onnx(p, data)
+    r_pct = observe_onnx(p, data, Percentile(99.0))
+    name = "input"
+    assert r_minmax[name][1] == pytest.approx(30.0)
+    assert r_pct[name][1] < 5.0
+
+
+def test_dynamic_int8(tmp_path, fp32_onnx):
+    from netcompress.export import quantize_onnx
+
+    m = _mlp()
+    x = torch.randn(3, 1, 8, 8)
+    path = quantize_onnx(fp32_onnx, tmp_path / "d.onnx", Int8Onnx(static=False))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    assert np.abs(run_onnx(ort_session(path), x) - m(x).detach().numpy()).max() < 0.05
+
+
+def test_static_needs_data_and_valid_types(tmp_path):
+    with pytest.raises(DataError, match="calibration"):
+        to_int8_onnx(_mlp(), torch.randn(1, 1, 8, 8), tmp_path / "x.onnx", Int8Onnx())
+    with pytest.raises(ConfigError, match="activation_type"):
+        Int8Onnx(activation_type="int4")

@@ -1,0 +1,89 @@
+"""The families through recipes: structured prune + KD fine-tune + int8 ONNX, on a tiny ResNet."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from netcompress.recipe import RecipeError, loads_recipe, run_recipe
+
+torch.set_num_threads(1)
+PIPELINE = {
+    "name": "sp-kd-int8", "seed": 0,
+    "model": {"name": "resnet20", "kwargs": {"width": 4}, "pretrain": {"epochs": 1, "lr": 0.05, "batch_size": 64}},
+    "data": {"name": "digits", "image_size": 8, "train_subset": 640, "calibration": 128},
+    "stages": [
+        {"type": "sensitivity", "levels": [0.0, 0.9], "samples": 64},
+        {"type": "prune", "config": {"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5},
+                                     "importance": {"type": "L1"}}},
+        {"type": "fine-tune", "epochs": 1, "lr": 0.01, "batch_size": 64,
+         "callbacks": [{"type": "distill", "terms": [{"type": "KD", "temperature": 4.0}]}]},
+        {"type": "export", "formats": ["onnx-int8"]}],
+    "measure": {"latency_repeats": 3, "latency_warmup": 0, "batch_sizes": [1]}}
+
+
+def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(PIPELINE, sort_keys=False))
+    m = run_recipe(path, tmp_path / "run", progress=False)
+    b, f = m["baseline"], m["final"]
+    assert f["macs"] <= 0.55 * b["macs"] and f["params"] < b["params"]  # channels really removed
+    assert f["format"] == "onnx-int8" and f["runtime"] == "onnxruntime"
+    art = tmp_path / "run" / "artifacts"
+    assert sorted(p.name for p in art.iterdir()) == ["baseline.onnx", "model-int8.onnx"]
+    fp32_onnx = (art / "baseline.onnx").stat().st_size
+    assert fp32_onnx >= 4 * b["params"]  # weights inside the file, not in a side file
+    assert f["bytes_on_disk"] < 0.7 * fp32_onnx  # int8 weights of the pruned model (QDQ scales weigh a lot at width 4)
+    torch_final = m["stages"][-1]["accuracy"]
+    assert abs(f["accuracy"] - torch_final) <= 0.05  # int8 onnxruntime vs the torch model it came from
+    # resume of a finished run rebuilds the pruned structure and gives the same numbers
+    again = run_recipe(path, tmp_path / "run", resume=True, progress=False)
+    for key in ("accuracy", "params", "macs", "bytes_on_disk"):
+        assert again["final"][key] == f[key], key
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["deploy"] == "onnx-int8"
+    page = (tmp_path / "run" / "report.html").read_text()
+    for plot in ("per-layer sparsity", "per-layer bit width", "sensitivity", "accuracy vs size", "accuracy vs latency"):
+        assert f'alt="{plot}"' in page, plot
+    curves = m["records"]["01-sensitivity"]["sensitivity"]
+    assert len({pts[0][1] for pts in curves.values()}) == 1  # level 0 prunes nothing: the same accuracy everywhere
+
+
+@pytest.mark.parametrize("change,where,words", [
+    (("stages", 1, "config", "budget", "type"), "stages[1].config", "Did you mean 'MACs'"),
+    (("stages", 1, "config", "importance", "type"), "stages[1].config", "unknown importance"),
+    (("stages", 2, "callbacks", 0, "terms", 0, "type"), "stages[2].callbacks", "unknown distillation term"),
+])
+def test_family_names_are_checked_on_load(change, where, words):
+    data = yaml.safe_load(yaml.safe_dump(PIPELINE))
+    node = data
+    for k in change[:-1]:
+        node = node[k]
+    node[change[-1]] = "MAC" if "budget" in change else "Magnitude2"
+    with pytest.raises(RecipeError) as info:
+        loads_recipe(yaml.safe_dump(data), "f.yaml")
+    assert where in str(info.value) and words in str(info.value)
+
+
+def test_prune_then_cluster_keeps_zeros_exact(tmp_path):
+    """Deep Compression order: magnitude masks, then k-means weight sharing; pruned weights stay exactly 0."""
+    spec = {"model": {"name": "mlp", "kwargs": {"hidden": [32]}, "pretrain": {"epochs": 1, "lr": 0.1}},
+            "data": {"name": "digits", "image_size": 8, "train_subset": 320},
+            "stages": [{"type": "prune", "config": {"type": "Unstructured", "sparsity": 0.8,
+                                                    "criterion": {"type": "Magnitude"}}},
+                       {"type": "quantize", "config": {"type": "Clustered", "bits": 3}},
+                       {"type": "export", "formats": ["compressed"], "deploy": "compressed"}],
+            "measure": {"latency_repeats": 3, "latency_warmup": 0}}
+    path = tmp_path / "dc.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    m = run_recipe(path, tmp_path / "run", progress=False)
+    pruned = m["stages"][1]
+    assert pruned["nonzero_params"] <= m["baseline"]["params"] * 0.3
+    from netcompress.export import load_compressed
+
+    state = load_compressed(tmp_path / "run" / "artifacts" / "model.ncz")
+    # the deployed weights keep exactly the pruned zeros (the counter would also count the codebooks)
+    assert sum(int(torch.count_nonzero(t)) for t in state.values()) == pruned["nonzero_params"]
+    w = state["net.1.weight"] if "net.1.weight" in state else next(v for k, v in state.items() if k.endswith("weight"))
+    assert len(torch.unique(w[w != 0])) <= 2 ** 3  # shared values: at most 2^bits distinct nonzeros
+    assert m["final"]["bytes_on_disk"] < m["baseline"]["bytes_on_disk"] / 4
+    assert set(m["records"]["02-quantize"]["bit_widths"].values()) == {3}
