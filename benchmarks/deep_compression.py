@@ -30,9 +30,10 @@ log = logging.getLogger("bench")
 # per-layer sparsity (fraction removed) and cluster bits; Han et al. kept 8% / 8% of LeNet-300-100 / LeNet-5
 PLANS = {
     "lenet_300_100": {"sparsity": {"net.1": 0.955, "net.3": 0.92, "net.5": 0.7},
-                      "bits": {"net.1": 4, "net.3": 4, "net.5": 5}},
-    "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.9, "classifier.1": 0.975, "classifier.3": 0.85},
-               "bits": {"features.0": 6, "features.2": 4, "classifier.1": 4, "classifier.3": 5}},
+                      "bits": {"net.1": 4, "net.3": 4, "net.5": 5}, "steps": 4, "epochs": 4, "centroid_epochs": 4},
+    "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.88, "classifier.1": 0.955, "classifier.3": 0.85},
+               "bits": {"features.0": 6, "features.2": 5, "classifier.1": 4, "classifier.3": 5},
+               "steps": 3, "epochs": 2, "centroid_epochs": 2},
 }
 
 
@@ -52,8 +53,8 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
                "ratio": 1.0}]
     t0 = time.time()
     # 1) iterative magnitude pruning: 3 steps, each removing the same fraction of what remains, fine-tuning between
-    steps = 1 if quick else 4
-    ft_epochs = 1 if quick else 4
+    steps = 1 if quick else plan["steps"]
+    ft_epochs = 1 if quick else plan["epochs"]
     for i in range(1, steps + 1):
         for layer, final in plan["sparsity"].items():
             s = 1 - (1 - final) ** (i / steps)
@@ -68,7 +69,7 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
     quantize_(model, Clustered(bits=8, bits_by_layer=tuple(plan["bits"].items())))
     acc_clustered = evaluate(model, splits.test)["accuracy"]
     params = centroid_parameters(model) + [p for n, p in model.named_parameters() if n.endswith("bias")]
-    _fit(model, splits, 1 if quick else 4, 0.002, optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
+    _fit(model, splits, 1 if quick else plan["centroid_epochs"], 0.002, optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
     acc_q = evaluate(model, splits.test)["accuracy"]
     # the same codes without entropy coding: fixed-width cluster index + fixed-width gap per entry
     table_rows, fixed_bits = [], 0
