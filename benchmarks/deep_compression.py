@@ -69,7 +69,8 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
     quantize_(model, Clustered(bits=8, bits_by_layer=tuple(plan["bits"].items())))
     acc_clustered = evaluate(model, splits.test)["accuracy"]
     params = centroid_parameters(model) + [p for n, p in model.named_parameters() if n.endswith("bias")]
-    _fit(model, splits, 1 if quick else plan["centroid_epochs"], 0.002, optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
+    _fit(model, splits, 1 if quick else plan["centroid_epochs"], 0.002,
+         optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
     acc_q = evaluate(model, splits.test)["accuracy"]
     # the same codes without entropy coding: fixed-width cluster index + fixed-width gap per entry
     table_rows, fixed_bits = [], 0
@@ -88,7 +89,8 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
             fixed_bits += r["bytes"] * 8
             entropy_bytes += r["bytes"]
         table_rows.append({"model": name, **r})
-    stages.append({"model": name, "stage": "pruned + clustered (same codes at fixed width, computed)", "accuracy": acc_q,
+    stages.append({"model": name, "stage": "pruned + clustered (same codes at fixed width, computed)",
+                   "accuracy": acc_q,
                    "bytes": int(fixed_bits / 8), "ratio": dense_bytes / (fixed_bits / 8)})
     stages.append({"model": name, "stage": "pruned + clustered + Huffman (.ncz file)", "accuracy": acc_file,
                    "bytes": final_bytes, "ratio": dense_bytes / final_bytes})

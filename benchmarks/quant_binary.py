@@ -69,7 +69,8 @@ def main():
             quantize_(m, Pow2(bits=5, fraction=frac))
             _fit(m, splits, max(1, args.epochs // 3), 1e-4)
         quantize_(m, Pow2(bits=5, fraction=1.0))
-        rows.append({"model": name, "variant": "INQ 5-bit powers of two", "accuracy": evaluate(m, splits.test)["accuracy"],
+        rows.append({"model": name, "variant": "INQ 5-bit powers of two",
+                     "accuracy": evaluate(m, splits.test)["accuracy"],
                      "epochs": 3 * max(1, args.epochs // 3), "secs": time.time() - t})
         ref = next(r["accuracy"] for r in rows if r["model"] == name and r["variant"].startswith("fp32 fine"))
         for r in rows:

@@ -87,7 +87,7 @@ def _encode_tensor(t: torch.Tensor) -> tuple[dict, list[bytes]]:
     """(header entry, payload chunks) for one tensor: the smallest of raw / dense / sparse."""
     arr = t.detach().cpu().contiguous()
     raw = {"encoding": "raw"}
-    raw_bytes = arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.dtype != torch.bool else arr.numpy().tobytes()
+    raw_bytes = (arr.numpy() if arr.dtype == torch.bool else arr.reshape(-1).view(torch.uint8).numpy()).tobytes()
     if arr.dtype != torch.float32 or arr.numel() < 64:
         return raw, [raw_bytes]
     flat = arr.flatten()
