@@ -153,7 +153,7 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128):
 
         cands["torch.ao quantize_dynamic (x86)"] = run_ao("x86")
         cands["torch.ao quantize_dynamic (onednn)"] = run_ao("onednn")
-        cands["torch bf16 (AMX)"] = bf16
+        cands["torch bf16"] = bf16
         stats, r = _time(cands, x, repeats, "torch fp32 eager")
         r_ort = ratios(stats, "onnxruntime fp32")
         for k, s in stats.items():
