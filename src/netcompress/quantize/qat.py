@@ -103,7 +103,8 @@ def convert_qat_(model: nn.Module, fold_bn: bool = True) -> None:
 
 @dataclass(frozen=True)
 class Float16:
-    """Cast the model to 16-bit floats: ``torch.bfloat16`` (AMX or AVX512-BF16 kernels where the CPU has them) or ``torch.float16``."""
+    """Cast the model to 16-bit floats: ``torch.bfloat16`` (AMX / AVX512-BF16 kernels where the CPU has
+    them) or ``torch.float16``."""
 
     dtype: torch.dtype = torch.bfloat16
 
