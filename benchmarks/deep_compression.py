@@ -33,7 +33,7 @@ PLANS = {
                       "bits": {"net.1": 4, "net.3": 4, "net.5": 5}, "steps": 4, "epochs": 5, "centroid_epochs": 4},
     "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.88, "classifier.1": 0.955, "classifier.3": 0.85},
                "bits": {"features.0": 6, "features.2": 5, "classifier.1": 4, "classifier.3": 5},
-               "steps": 3, "epochs": 2, "centroid_epochs": 2},
+               "steps": 2, "epochs": 2, "centroid_epochs": 1},
 }
 
 
@@ -119,8 +119,8 @@ def main():
     print()
     print(markdown_table(tables, ["model", "tensor", "params", "encoding", "kept_pct", "weight_bits", "index_bits",
                                   "bytes", "compression", "entropy_bytes"]))
-    write_json("deep_compression" + ("_quick" if args.quick else ""), {"stages": stages, "layers": tables,
-                                                                       "plans": PLANS, "quick": args.quick})
+    tag = "_".join(args.model or list(PLANS)) + ("_quick" if args.quick else "")
+    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": PLANS, "quick": args.quick})
 
 
 if __name__ == "__main__":

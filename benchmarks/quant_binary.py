@@ -37,6 +37,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--model", action="append", choices=("lenet_300_100", "lenet5"))
+    ap.add_argument("--only", action="append", default=None,
+                    help="run only variants whose label starts with this (repeatable), e.g. TWN, BinaryConnect")
+    ap.add_argument("--no-inq", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -54,6 +57,8 @@ def main():
         }
         rows.append({"model": name, "variant": "fp32 baseline", "accuracy": metrics["accuracy"], "epochs": 0})
         for label, (cfg, cbs) in variants.items():
+            if args.only and cfg is not None and not any(label.startswith(o) for o in args.only):
+                continue
             m = copy.deepcopy(base)
             if cfg is not None:
                 quantize_(m, cfg)
@@ -63,6 +68,8 @@ def main():
             rows.append({"model": name, "variant": label, "accuracy": evaluate(m, splits.test)["accuracy"],
                          "before_ft": before, "epochs": args.epochs, "secs": time.time() - t})
         # INQ: 5-bit powers of two, 50% -> 75% -> 87.5% -> 100% frozen, retraining the rest in between
+        if args.no_inq:
+            continue
         m = copy.deepcopy(base)
         t = time.time()
         for frac in (0.5, 0.75, 0.875):
@@ -72,12 +79,14 @@ def main():
         rows.append({"model": name, "variant": "INQ 5-bit powers of two",
                      "accuracy": evaluate(m, splits.test)["accuracy"],
                      "epochs": 3 * max(1, args.epochs // 3), "secs": time.time() - t})
+    for name in {r["model"] for r in rows}:
         ref = next(r["accuracy"] for r in rows if r["model"] == name and r["variant"].startswith("fp32 fine"))
         for r in rows:
             if r["model"] == name:
                 r["gap_vs_fp32_ft_pts"] = 100 * (ref - r["accuracy"])
     print(markdown_table(rows, ["model", "variant", "epochs", "accuracy", "gap_vs_fp32_ft_pts"]))
-    write_json("quant_binary", {"rows": rows, "epochs": args.epochs})
+    tag = "_".join(args.model) if args.model else "all"
+    write_json(f"quant_binary_{tag}", {"rows": rows, "epochs": args.epochs})
 
 
 if __name__ == "__main__":

@@ -113,7 +113,8 @@ def main():
     print("\nlowest per-layer output SQNR (int8):")
     print(markdown_table(worst, ["layer", "output_sqnr_db", "layer_sqnr_db"]))
     print(f"\nstatistics file: {stats_path}; mixed-precision bits: {bits}")
-    write_json("quant_ptq", {"baseline": {"n_train": len(splits.train), **overrides}, "rows": rows, "sqnr": sq, "mixed_bits": bits, "stats_file": str(stats_path)})
+    write_json("quant_ptq", {"baseline": {"n_train": len(splits.train), **overrides}, "rows": rows, "sqnr": sq,
+                             "mixed_bits": bits, "stats_file": str(stats_path)})
 
 
 if __name__ == "__main__":
