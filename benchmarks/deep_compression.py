@@ -30,7 +30,7 @@ log = logging.getLogger("bench")
 # per-layer sparsity (fraction removed) and cluster bits; Han et al. kept 8% / 8% of LeNet-300-100 / LeNet-5
 PLANS = {
     "lenet_300_100": {"sparsity": {"net.1": 0.95, "net.3": 0.91, "net.5": 0.7},
-                      "bits": {"net.1": 4, "net.3": 4, "net.5": 5}, "steps": 4, "epochs": 5, "centroid_epochs": 4},
+                      "bits": {"net.1": 5, "net.3": 5, "net.5": 5}, "steps": 4, "epochs": 5, "centroid_epochs": 4},
     "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.88, "classifier.1": 0.955, "classifier.3": 0.85},
                "bits": {"features.0": 6, "features.2": 5, "classifier.1": 4, "classifier.3": 5},
                "steps": 2, "epochs": 2, "centroid_epochs": 1},
