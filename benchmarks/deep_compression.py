@@ -10,6 +10,7 @@ included) against the dense float32 parameters; the entropy of the stored symbol
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import logging
 import tempfile
@@ -43,10 +44,10 @@ def _fit(model, splits, epochs, lr, optimizer=None, seed=0):
     Trainer(model, splits.train, cfg, val_data=splits.val, optimizer=optimizer).fit()
 
 
-def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dict]]:
+def run(name: str, splits, quick: bool, tmp: Path, overrides: dict) -> tuple[list[dict], list[dict]]:
     plan = PLANS[name]
     torch.set_num_threads(1)
-    model, base_metrics = trained_baseline(name, splits)
+    model, base_metrics = trained_baseline(name, splits, **overrides)
     base_acc = base_metrics["accuracy"]
     dense_bytes = sum(p.numel() for p in model.parameters()) * 4
     stages = [{"model": name, "stage": "dense fp32 (baseline)", "accuracy": base_acc, "bytes": dense_bytes,
@@ -106,21 +107,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=tuple(PLANS), action="append")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="baseline and fine-tuning on the first N training images (reduced budget, loaded machine)")
+    ap.add_argument("--baseline-epochs", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     splits = dataset()
+    if args.n_train:
+        x, y = splits.train.tensors
+        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     stages, tables = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.model or list(PLANS):
-            s, t = run(name, splits, args.quick, Path(tmp))
+            s, t = run(name, splits, args.quick, Path(tmp), overrides)
             stages += s
             tables += t
     print(markdown_table(stages, ["model", "stage", "accuracy", "drop_pts", "bytes", "ratio"]))
     print()
     print(markdown_table(tables, ["model", "tensor", "params", "encoding", "kept_pct", "weight_bits", "index_bits",
                                   "bytes", "compression", "entropy_bytes"]))
-    tag = "_".join(args.model or list(PLANS)) + ("_quick" if args.quick else "")
-    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": PLANS, "quick": args.quick})
+    tag = "_".join(args.model or list(PLANS)) + ("_quick" if args.quick else "") + (
+        f"_n{args.n_train}" if args.n_train else "")
+    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": PLANS, "quick": args.quick,
+                                           "n_train": len(splits.train), "baseline_overrides": overrides})
 
 
 if __name__ == "__main__":

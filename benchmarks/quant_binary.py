@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import time
 
@@ -40,13 +41,19 @@ def main():
     ap.add_argument("--only", action="append", default=None,
                     help="run only variants whose label starts with this (repeatable), e.g. TWN, BinaryConnect")
     ap.add_argument("--no-inq", action="store_true")
+    ap.add_argument("--n-train", type=int, default=None, help="first N training images (reduced budget)")
+    ap.add_argument("--baseline-epochs", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     splits = dataset()
+    if args.n_train:
+        x, y = splits.train.tensors
+        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     rows = []
     for name in args.model or ("lenet_300_100", "lenet5"):
-        base, metrics = trained_baseline(name, splits)
+        base, metrics = trained_baseline(name, splits, **overrides)
         variants = {
             "fp32 fine-tuned (same budget)": (None, ()),
             "BinaryConnect det. (H = Glorot)": (Binary(), (ClipShadow(),)),
@@ -85,7 +92,7 @@ def main():
             if r["model"] == name:
                 r["gap_vs_fp32_ft_pts"] = 100 * (ref - r["accuracy"])
     print(markdown_table(rows, ["model", "variant", "epochs", "accuracy", "gap_vs_fp32_ft_pts"]))
-    tag = "_".join(args.model) if args.model else "all"
+    tag = ("_".join(args.model) if args.model else "all") + (f"_n{args.n_train}" if args.n_train else "")
     write_json(f"quant_binary_{tag}", {"rows": rows, "epochs": args.epochs})
 
 
