@@ -10,6 +10,8 @@ included) against the dense float32 parameters; the entropy of the stored symbol
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import logging
 import tempfile
 import time
@@ -28,10 +30,11 @@ log = logging.getLogger("bench")
 
 # per-layer sparsity (fraction removed) and cluster bits; Han et al. kept 8% / 8% of LeNet-300-100 / LeNet-5
 PLANS = {
-    "lenet_300_100": {"sparsity": {"net.1": 0.965, "net.3": 0.93, "net.5": 0.75},
-                      "bits": {"net.1": 4, "net.3": 4, "net.5": 5}},
-    "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.9, "classifier.1": 0.975, "classifier.3": 0.85},
-               "bits": {"features.0": 6, "features.2": 4, "classifier.1": 4, "classifier.3": 5}},
+    "lenet_300_100": {"sparsity": {"net.1": 0.95, "net.3": 0.91, "net.5": 0.7},
+                      "bits": {"net.1": 5, "net.3": 5, "net.5": 5}, "steps": 4, "epochs": 5, "centroid_epochs": 4},
+    "lenet5": {"sparsity": {"features.0": 0.4, "features.2": 0.88, "classifier.1": 0.955, "classifier.3": 0.85},
+               "bits": {"features.0": 6, "features.2": 5, "classifier.1": 4, "classifier.3": 5},
+               "steps": 2, "epochs": 2, "centroid_epochs": 1},
 }
 
 
@@ -41,23 +44,24 @@ def _fit(model, splits, epochs, lr, optimizer=None, seed=0):
     Trainer(model, splits.train, cfg, val_data=splits.val, optimizer=optimizer).fit()
 
 
-def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dict]]:
+def run(name: str, splits, quick: bool, tmp: Path, overrides: dict) -> tuple[list[dict], list[dict]]:
     plan = PLANS[name]
     torch.set_num_threads(1)
-    model, base_metrics = trained_baseline(name, splits)
+    model, base_metrics = trained_baseline(name, splits, **overrides)
     base_acc = base_metrics["accuracy"]
     dense_bytes = sum(p.numel() for p in model.parameters()) * 4
     stages = [{"model": name, "stage": "dense fp32 (baseline)", "accuracy": base_acc, "bytes": dense_bytes,
                "ratio": 1.0}]
     t0 = time.time()
     # 1) iterative magnitude pruning: 3 steps, each removing the same fraction of what remains, fine-tuning between
-    steps = 1 if quick else 3
-    ft_epochs = 1 if quick else 3
+    steps = 1 if quick else plan["steps"]
+    ft_epochs = 1 if quick else plan["epochs"]
     for i in range(1, steps + 1):
         for layer, final in plan["sparsity"].items():
             s = 1 - (1 - final) ** (i / steps)
             prune_(model, Unstructured(sparsity=s, include=(layer,)))
-        _fit(model, splits, ft_epochs, 0.01)
+        _fit(model, splits, ft_epochs, 0.02)
+        log.warning("%s prune step %d: accuracy %.4f", name, i, evaluate(model, splits.test)["accuracy"])
     acc_pruned = evaluate(model, splits.test)["accuracy"]
     p_path = save_compressed(model, tmp / f"{name}_pruned.ncz")  # sparse, exact fp32 values
     stages.append({"model": name, "stage": "pruned (fp32 values, Huffman-coded gaps)", "accuracy": acc_pruned,
@@ -66,7 +70,8 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
     quantize_(model, Clustered(bits=8, bits_by_layer=tuple(plan["bits"].items())))
     acc_clustered = evaluate(model, splits.test)["accuracy"]
     params = centroid_parameters(model) + [p for n, p in model.named_parameters() if n.endswith("bias")]
-    _fit(model, splits, 1 if quick else 3, 0.002, optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
+    _fit(model, splits, 1 if quick else plan["centroid_epochs"], 0.002,
+         optimizer=torch.optim.SGD(params, lr=0.002, momentum=0.9))
     acc_q = evaluate(model, splits.test)["accuracy"]
     # the same codes without entropy coding: fixed-width cluster index + fixed-width gap per entry
     table_rows, fixed_bits = [], 0
@@ -78,17 +83,15 @@ def run(name: str, splits, quick: bool, tmp: Path) -> tuple[list[dict], list[dic
     rows = compression_table(path)
     entropy_bytes = 0.0
     for r in rows:
-        if r["encoding"] == "sparse":
-            bits = plan["bits"][r["tensor"].rsplit(".", 1)[0]]
-            kept = r["params"] * r["kept_pct"] / 100
-            gap_bits = max(1, int(torch.tensor(r["params"] / max(kept, 1)).log2().ceil()))
-            fixed_bits += kept * (bits + gap_bits)
+        if r["encoding"] == "sparse":  # same entries at fixed width: ceil(log2(book + 1)) + gap bits, + codebook
+            fixed_bits += r["gap_entries"] * (math.ceil(math.log2(r["book"] + 1)) + r["gap_bits"]) + 32 * r["book"]
             entropy_bytes += r["entropy_bytes"]
         else:
             fixed_bits += r["bytes"] * 8
             entropy_bytes += r["bytes"]
         table_rows.append({"model": name, **r})
-    stages.append({"model": name, "stage": "pruned + clustered (fixed-width codes, estimated)", "accuracy": acc_q,
+    stages.append({"model": name, "stage": "pruned + clustered (same codes at fixed width, computed)",
+                   "accuracy": acc_q,
                    "bytes": int(fixed_bits / 8), "ratio": dense_bytes / (fixed_bits / 8)})
     stages.append({"model": name, "stage": "pruned + clustered + Huffman (.ncz file)", "accuracy": acc_file,
                    "bytes": final_bytes, "ratio": dense_bytes / final_bytes})
@@ -104,21 +107,30 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=tuple(PLANS), action="append")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="baseline and fine-tuning on the first N training images (reduced budget, loaded machine)")
+    ap.add_argument("--baseline-epochs", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     splits = dataset()
+    if args.n_train:
+        x, y = splits.train.tensors
+        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     stages, tables = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.model or list(PLANS):
-            s, t = run(name, splits, args.quick, Path(tmp))
+            s, t = run(name, splits, args.quick, Path(tmp), overrides)
             stages += s
             tables += t
     print(markdown_table(stages, ["model", "stage", "accuracy", "drop_pts", "bytes", "ratio"]))
     print()
     print(markdown_table(tables, ["model", "tensor", "params", "encoding", "kept_pct", "weight_bits", "index_bits",
                                   "bytes", "compression", "entropy_bytes"]))
-    write_json("deep_compression" + ("_quick" if args.quick else ""), {"stages": stages, "layers": tables,
-                                                                       "plans": PLANS, "quick": args.quick})
+    tag = "_".join(args.model or list(PLANS)) + ("_quick" if args.quick else "") + (
+        f"_n{args.n_train}" if args.n_train else "")
+    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": PLANS, "quick": args.quick,
+                                           "n_train": len(splits.train), "baseline_overrides": overrides})
 
 
 if __name__ == "__main__":

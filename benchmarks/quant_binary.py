@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import time
 
@@ -37,13 +38,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--model", action="append", choices=("lenet_300_100", "lenet5"))
+    ap.add_argument("--only", action="append", default=None,
+                    help="run only variants whose label starts with this (repeatable), e.g. TWN, BinaryConnect")
+    ap.add_argument("--no-inq", action="store_true")
+    ap.add_argument("--n-train", type=int, default=None, help="first N training images (reduced budget)")
+    ap.add_argument("--baseline-epochs", type=int, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     splits = dataset()
+    if args.n_train:
+        x, y = splits.train.tensors
+        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     rows = []
     for name in args.model or ("lenet_300_100", "lenet5"):
-        base, metrics = trained_baseline(name, splits)
+        base, metrics = trained_baseline(name, splits, **overrides)
         variants = {
             "fp32 fine-tuned (same budget)": (None, ()),
             "BinaryConnect det. (H = Glorot)": (Binary(), (ClipShadow(),)),
@@ -54,6 +64,8 @@ def main():
         }
         rows.append({"model": name, "variant": "fp32 baseline", "accuracy": metrics["accuracy"], "epochs": 0})
         for label, (cfg, cbs) in variants.items():
+            if args.only and cfg is not None and not any(label.startswith(o) for o in args.only):
+                continue
             m = copy.deepcopy(base)
             if cfg is not None:
                 quantize_(m, cfg)
@@ -63,20 +75,25 @@ def main():
             rows.append({"model": name, "variant": label, "accuracy": evaluate(m, splits.test)["accuracy"],
                          "before_ft": before, "epochs": args.epochs, "secs": time.time() - t})
         # INQ: 5-bit powers of two, 50% -> 75% -> 87.5% -> 100% frozen, retraining the rest in between
+        if args.no_inq:
+            continue
         m = copy.deepcopy(base)
         t = time.time()
         for frac in (0.5, 0.75, 0.875):
             quantize_(m, Pow2(bits=5, fraction=frac))
             _fit(m, splits, max(1, args.epochs // 3), 1e-4)
         quantize_(m, Pow2(bits=5, fraction=1.0))
-        rows.append({"model": name, "variant": "INQ 5-bit powers of two", "accuracy": evaluate(m, splits.test)["accuracy"],
+        rows.append({"model": name, "variant": "INQ 5-bit powers of two",
+                     "accuracy": evaluate(m, splits.test)["accuracy"],
                      "epochs": 3 * max(1, args.epochs // 3), "secs": time.time() - t})
+    for name in {r["model"] for r in rows}:
         ref = next(r["accuracy"] for r in rows if r["model"] == name and r["variant"].startswith("fp32 fine"))
         for r in rows:
             if r["model"] == name:
                 r["gap_vs_fp32_ft_pts"] = 100 * (ref - r["accuracy"])
     print(markdown_table(rows, ["model", "variant", "epochs", "accuracy", "gap_vs_fp32_ft_pts"]))
-    write_json("quant_binary", {"rows": rows, "epochs": args.epochs})
+    tag = ("_".join(args.model) if args.model else "all") + (f"_n{args.n_train}" if args.n_train else "")
+    write_json(f"quant_binary_{tag}", {"rows": rows, "epochs": args.epochs})
 
 
 if __name__ == "__main__":

@@ -153,7 +153,7 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128):
 
         cands["torch.ao quantize_dynamic (x86)"] = run_ao("x86")
         cands["torch.ao quantize_dynamic (onednn)"] = run_ao("onednn")
-        cands["torch bf16 (AMX)"] = bf16
+        cands["torch bf16"] = bf16
         stats, r = _time(cands, x, repeats, "torch fp32 eager")
         r_ort = ratios(stats, "onnxruntime fp32")
         for k, s in stats.items():
@@ -168,6 +168,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--only", choices=("resnet", "minilm"), default=None)
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per candidate (overrides --quick)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     set_threads(1)
@@ -177,9 +178,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.only in (None, "resnet"):
-            rows += resnet(tmp, repeats=10 if args.quick else 30)
+            rows += resnet(tmp, repeats=args.repeats or (10 if args.quick else 30))
         if args.only in (None, "minilm"):
-            rows += minilm(tmp, repeats=5 if args.quick else 20)
+            rows += minilm(tmp, repeats=args.repeats or (5 if args.quick else 20))
     cols = ["model", "batch", "variant", "median_ms", "vs_torch_fp32", "vs_ort_fp32", "file_MiB", "max_abs_diff"]
     print(markdown_table(rows, cols))
     print(f"load average before: {load}, after: {os.getloadavg()}, wall {time.time() - t0:.0f}s")

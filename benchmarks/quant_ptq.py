@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import tempfile
 import time
@@ -42,11 +43,18 @@ def _ort_accuracy(path, data, batch=256) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="train the baseline on the first N training images (reduced budget on a loaded machine)")
+    ap.add_argument("--epochs", type=int, default=None, help="baseline epochs (default: the shared schedule)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     splits = dataset()
-    base, metrics = trained_baseline("resnet20", splits)
+    if args.n_train:
+        x, y = splits.train.tensors
+        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    base, metrics = trained_baseline("resnet20", splits, **overrides)
     base.eval()
     base_acc = metrics["accuracy"]
     calib = splits.calibration(512) if hasattr(splits, "calibration") else splits.train
@@ -73,6 +81,8 @@ def main():
     # QAT: 4-bit weights, learned scales, BN frozen for the last epoch
     qat = copy.deepcopy(base)
     epochs = 1 if args.quick else 2
+    if args.n_train:
+        epochs = 1
     quantize_(qat, QAT(weight=w4, learn_scale=True), data=calib)
     t = time.time()
     Trainer(qat, splits.train, TrainConfig(epochs=epochs, batch_size=128, lr=0.01, optimizer="sgd", scheduler="cosine",
@@ -103,7 +113,8 @@ def main():
     print("\nlowest per-layer output SQNR (int8):")
     print(markdown_table(worst, ["layer", "output_sqnr_db", "layer_sqnr_db"]))
     print(f"\nstatistics file: {stats_path}; mixed-precision bits: {bits}")
-    write_json("quant_ptq", {"rows": rows, "sqnr": sq, "mixed_bits": bits, "stats_file": str(stats_path)})
+    write_json("quant_ptq", {"baseline": {"n_train": len(splits.train), **overrides}, "rows": rows, "sqnr": sq,
+                             "mixed_bits": bits, "stats_file": str(stats_path)})
 
 
 if __name__ == "__main__":

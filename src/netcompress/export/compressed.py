@@ -2,7 +2,7 @@
 
 Layout::
 
-    b"NCZ1" | u16 version | u32 header length | header (JSON) | payload | u32 CRC-32 of all before
+    b"NCZ1" | u16 version | u32 header length | header (zlib-compressed JSON) | payload | u32 CRC-32 of all before
 
 Each tensor of the model's effective state (parametrizations evaluated: masks, clusters, fake-quant
 weights) is stored as one of
@@ -87,7 +87,7 @@ def _encode_tensor(t: torch.Tensor) -> tuple[dict, list[bytes]]:
     """(header entry, payload chunks) for one tensor: the smallest of raw / dense / sparse."""
     arr = t.detach().cpu().contiguous()
     raw = {"encoding": "raw"}
-    raw_bytes = arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.dtype != torch.bool else arr.numpy().tobytes()
+    raw_bytes = (arr.numpy() if arr.dtype == torch.bool else arr.reshape(-1).view(torch.uint8).numpy()).tobytes()
     if arr.dtype != torch.float32 or arr.numel() < 64:
         return raw, [raw_bytes]
     flat = arr.flatten()
@@ -175,8 +175,8 @@ def save_compressed(model_or_state: nn.Module | dict, path: str | Path, force: b
         entries.append(entry)
         payload += chunks
         offset += size
-    header = json.dumps({"format": "netcompress-compressed", "tensors": entries, "meta": meta or {}},
-                        separators=(",", ":")).encode()
+    header = zlib.compress(json.dumps({"format": "netcompress-compressed", "tensors": entries, "meta": meta or {}},
+                                      separators=(",", ":")).encode(), 9)
     body = MAGIC + struct.pack("<HI", VERSION, len(header)) + header + b"".join(payload)
     blob = body + struct.pack("<I", zlib.crc32(body))
     return atomic_write(path, lambda p: p.write_bytes(blob))
@@ -197,7 +197,7 @@ def _read(path: str | Path) -> tuple[dict, bytes]:
                               f"{VERSION}: re-save it with the netcompress that reads it, or upgrade")
     if zlib.crc32(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]:
         raise CheckpointError(f"{path} is truncated or corrupt (checksum mismatch); re-create it with save_compressed")
-    header = json.loads(blob[10:10 + hlen].decode())
+    header = json.loads(zlib.decompress(blob[10:10 + hlen]).decode())
     return header, blob[10 + hlen:-4]
 
 
@@ -281,10 +281,13 @@ def compression_table(path: str | Path) -> list[dict]:
             s = e["streams"]
             kept = e.get("nonzero", n)
             row["kept_pct"] = 100.0 * kept / n
+            if "gap_bits" in e:  # entries of the gap stream (nonzeros + fillers) and its fixed width
+                row["gap_entries"], row["gap_bits"] = s[-1]["count"], e["gap_bits"]
             if e["encoding"] == "sparse_values":
                 row["weight_bits"], row["index_bits"] = 32.0, s[0]["nbits"] / max(kept, 1)
                 row["entropy_bytes"] = 4 * kept + s[0]["entropy_bits"] / 8
             else:
+                row["book"] = e["book"]
                 row["weight_bits"] = s[0]["nbits"] / max(kept, 1)
                 row["index_bits"] = s[1]["nbits"] / max(kept, 1) if len(s) > 1 else 0.0
                 row["entropy_bytes"] = 4 * e["book"] + sum(x["entropy_bits"] for x in s) / 8

@@ -144,7 +144,8 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
                 ranges = observe_onnx(src, data, config.observer, config.calib_batches, config.batch_size)
                 cache = Path(tmp) / "calib.json"
                 save_tensors_data(TensorsData(CalibrationMethod.MinMax, {
-                    k: (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32)) for k, (lo, hi) in ranges.items()}),
+                    k: (np.array(lo, dtype=np.float32), np.array(hi, dtype=np.float32))
+                    for k, (lo, hi) in ranges.items()}),
                     cache)
                 quantize_static(str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
                                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel,

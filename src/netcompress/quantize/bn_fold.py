@@ -60,7 +60,9 @@ def fold_bn_(model: nn.Module) -> list[tuple[str, str]]:
     for layer_name, bn_name in pairs:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
         with torch.no_grad():
-            inv = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+            inv = 1 / torch.sqrt(bn.running_var + bn.eps)
+            if bn.affine:
+                inv = bn.weight * inv
             beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
             out_axis = 1 if isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) else 0
             shape = [1] * layer.weight.dim()

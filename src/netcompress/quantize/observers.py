@@ -163,7 +163,8 @@ def check_observer(obs, name: str) -> None:
                           f"got {obs!r}")
 
 
-def weight_qparams(weight: torch.Tensor, spec: QuantSpec, observer=None) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+def weight_qparams(weight: torch.Tensor, spec: QuantSpec,
+                   observer=None) -> tuple[torch.Tensor, torch.Tensor, int | None]:
     """(scale, zero_point, axis) for a weight tensor, observed in one pass over the whole tensor."""
     axis = spec.axis_for(weight)
     tracker = RangeTracker(axis=axis, sample_size=max(1, weight.numel()))

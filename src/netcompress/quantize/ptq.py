@@ -151,7 +151,8 @@ def calibration_stats(model: nn.Module) -> dict[str, dict]:
             s = wq.scale.detach().flatten()
             entry["weight_bits"] = wq.spec.bits
             entry["weight_scale"] = [float(v) for v in s] if s.numel() > 1 else float(s)
-            entry["weight_zero_point"] = [int(v) for v in wq.zero_point.flatten()] if s.numel() > 1 else int(wq.zero_point)
+            zps = [int(v) for v in wq.zero_point.flatten()]
+            entry["weight_zero_point"] = zps if s.numel() > 1 else zps[0]
             entry["weight_shape"] = list(layer.parametrizations.weight.original.shape)
         out[name] = entry
     return out
