@@ -25,8 +25,6 @@ from netcompress.prune import (AGP, CSR, GradualPruning, Global, Magnitude, Rela
                                bake_, masked_targets, save_sparse)
 from netcompress.train import TrainConfig, Trainer, evaluate
 
-# the shared lenet5 schedule (lr 0.05, no BN) diverges to NaN in its first epoch here; 0.01 trains
-BASELINE_OVERRIDES = {"lenet5": {"lr": 0.01}}
 BUDGET = {  # (AGP epochs, fine-tune epochs at the final sparsity, lr)
     "lenet_300_100": (8, 4, 0.01),
     "lenet5": (6, 3, 0.01),
@@ -34,7 +32,7 @@ BUDGET = {  # (AGP epochs, fine-tune epochs at the final sparsity, lr)
 
 
 def run(name: str, splits, final: float, budget=None) -> dict:
-    base, base_metrics = trained_baseline(name, splits, **BASELINE_OVERRIDES.get(name, {}))
+    base, base_metrics = trained_baseline(name, splits)
     agp_epochs, ft_epochs, lr = budget or BUDGET[name]
     model = copy.deepcopy(base)
     cfg = TrainConfig(epochs=agp_epochs + ft_epochs, batch_size=128, lr=lr, optimizer="sgd", momentum=0.9,

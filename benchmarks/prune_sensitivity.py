@@ -26,8 +26,7 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(1)
     splits = dataset("fashion_mnist")
-    overrides = {"lr": 0.01} if args.model == "lenet5" else {}
-    base, base_metrics = trained_baseline(args.model, splits, **overrides)
+    base, base_metrics = trained_baseline(args.model, splits)
     rows = sensitivity_analysis(base, splits.test, levels=LEVELS)
     csv_path = write_csv(rows, OUT_DIR / f"sensitivity_{args.model}.csv", force=True)
     png_path = plot(rows, OUT_DIR / f"sensitivity_{args.model}.png", force=True)
