@@ -8,6 +8,7 @@ recomputation-step counts and both inverse builders (Cholesky of the accumulated
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import os
 import time
@@ -20,12 +21,16 @@ SETTINGS = [dict(steps=1), dict(steps=4), dict(steps=8), dict(steps=4, woodbury=
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only-steps", type=int, help="time only the Cholesky setting with this many steps")
+    args = ap.parse_args()
+    settings = [dict(steps=args.only_steps)] if args.only_steps else SETTINGS
     set_threads(1)
     splits = dataset("fashion_mnist")
     base, _ = trained_baseline("lenet_300_100", splits)
     calib = (splits.train.tensors[0][:1024], splits.train.tensors[1][:1024])
     rows = []
-    for kw in SETTINGS:
+    for kw in settings:
         crit = OBS(samples=1024, block_size=64, damping=1e-3, **kw)
         model = copy.deepcopy(base)
         load = os.getloadavg()[0]
@@ -36,7 +41,7 @@ def main() -> None:
                      "loadavg_1min": load, "test_acc": 100 * accuracy(model, splits.test)})
         print(rows[-1], flush=True)
     print(markdown_table(rows))
-    write_json("prune_obs_time", {"rows": rows, "machine": machine()})
+    write_json("prune_obs_time" + (f"_steps{args.only_steps}" if args.only_steps else ""), {"rows": rows, "machine": machine()})
 
 
 if __name__ == "__main__":
