@@ -31,9 +31,9 @@ BUDGET = {  # (AGP epochs, fine-tune epochs at the final sparsity, lr)
 }
 
 
-def run(name: str, splits, final: float) -> dict:
+def run(name: str, splits, final: float, budget=None) -> dict:
     base, base_metrics = trained_baseline(name, splits)
-    agp_epochs, ft_epochs, lr = BUDGET[name]
+    agp_epochs, ft_epochs, lr = budget or BUDGET[name]
     model = copy.deepcopy(base)
     cfg = TrainConfig(epochs=agp_epochs + ft_epochs, batch_size=128, lr=lr, optimizer="sgd", momentum=0.9,
                       weight_decay=1e-4, scheduler="cosine", seed=0, progress=False)
@@ -65,16 +65,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=list(BUDGET))
     ap.add_argument("--final", type=float, default=0.96)
+    ap.add_argument("--budget", type=float, nargs=3, metavar=("AGP_EPOCHS", "FT_EPOCHS", "LR"),
+                    help="override the per-model schedule")
+    ap.add_argument("--tag", default="", help="suffix of the JSON output name")
     args = ap.parse_args()
+    budget = (int(args.budget[0]), int(args.budget[1]), args.budget[2]) if args.budget else None
     set_threads(1)
     torch.manual_seed(0)
     splits = dataset("fashion_mnist")
     rows = []
     for name in args.models:
-        rows.append(run(name, splits, args.final))
+        rows.append(run(name, splits, args.final, budget))
         print(rows[-1], flush=True)
     print(markdown_table(rows))
-    write_json("prune_finetune", {"final_sparsity": args.final, "rows": rows, "machine": machine()})
+    write_json("prune_finetune" + args.tag, {"final_sparsity": args.final, "rows": rows, "machine": machine()})
 
 
 if __name__ == "__main__":

@@ -139,3 +139,22 @@ def test_obs_loses_less_than_magnitude_and_obd(trained_mlp, digits8):
             losses[type(crit).__name__] = float(F.cross_entropy(m(x), y))
     assert losses["OBS"] < losses["Magnitude"]
     assert losses["OBS"] < losses["OBD"]
+
+
+def test_obs_woodbury_and_direct_give_the_same_pruning(trained_mlp, digits8):
+    x, y = digits8.train.tensors
+    ts_models = []
+    for woodbury in (False, True):
+        m = copy.deepcopy(trained_mlp)
+        # one chunk, so both derive the same damping lambda from the same samples
+        crit = OBS(samples=256, chunk=256, steps=1, block_size=32, woodbury=woodbury, damping=1e-2)
+        invs = crit.inverse(m, select(m), (x, y))
+        ts_models.append((m, invs))
+        prune_(m, Unstructured(sparsity=0.5, criterion=crit), data=(x, y))
+    (a, inv_a), (b, inv_b) = ts_models
+    for ia, ib in zip(inv_a, inv_b):
+        scale = ia.inv.abs().max()
+        assert float((ia.inv - ib.inv).abs().max() / scale) < 1e-3
+    for ta, tb in zip(masked_targets(a), masked_targets(b)):
+        agree = float((ta.mask() == tb.mask()).float().mean())
+        assert agree > 0.99

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: refuse a block inverse bigger than this (bytes); smaller blocks or fewer layers fit
 MAX_INVERSE_BYTES = 6 * 2**30
+#: samples per Woodbury update: a rank-k update solves a k x k system per block, cheap for small k
+WOODBURY_RANK = 16
 
 
 def _param_names(model: nn.Module, targets: Sequence[Target]) -> list[str]:
@@ -115,13 +117,29 @@ class BlockInverse:
         eye = torch.eye(block, dtype=dtype)
         self.inv = (eye / damping).repeat(self.n_blocks, 1, 1)
 
+    @classmethod
+    def from_fisher(cls, fisher: torch.Tensor, numel: int) -> "BlockInverse":
+        """Invert damped Fisher blocks (n_blocks, B, B) by Cholesky."""
+        out = cls.__new__(cls)
+        out.numel, out.block, out.n_blocks = numel, fisher.shape[-1], fisher.shape[0]
+        out.inv = torch.cholesky_inverse(torch.linalg.cholesky(fisher.double())).to(fisher.dtype)
+        return out
+
+    @staticmethod
+    def split_like(v: torch.Tensor, numel: int, block: int) -> torch.Tensor:
+        n_blocks = math.ceil(numel / block)
+        return F.pad(v, (0, n_blocks * block - numel)).reshape(*v.shape[:-1], n_blocks, block)
+
+    @staticmethod
+    def merge_like(v: torch.Tensor, numel: int) -> torch.Tensor:
+        return v.reshape(*v.shape[:-2], -1)[..., :numel]
+
     def split(self, v: torch.Tensor) -> torch.Tensor:
         """(..., numel) -> (..., n_blocks, B), zero-padded."""
-        pad = self.n_blocks * self.block - self.numel
-        return F.pad(v, (0, pad)).reshape(*v.shape[:-1], self.n_blocks, self.block)
+        return self.split_like(v, self.numel, self.block)
 
     def merge(self, v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(*v.shape[:-2], -1)[..., :self.numel]
+        return self.merge_like(v, self.numel)
 
     def add(self, g: torch.Tensor, n_total: int) -> None:
         """Woodbury rank-k update with k per-sample gradients ``g`` (k, numel), each weighted 1/n_total."""
@@ -155,7 +173,11 @@ class OBS(Criterion):
     only). ``damping`` is relative to the layer's mean Fisher diagonal (lambda = damping * mean diag),
     so it means the same for any loss scale; ``steps`` recomputes F^-1 that many times on the way to
     the target sparsity (the update is only valid for small moves); ``samples`` per-sample gradients
-    are streamed ``chunk`` at a time, memory is ``numel * block_size`` floats."""
+    are streamed ``chunk`` at a time, memory is ``numel * block_size`` floats.
+
+    ``woodbury=True`` builds F^-1 by the Woodbury updates themselves (WoodFisher's way; no block of F is
+    ever formed); the default accumulates the damped block Fisher and inverts each block once by
+    Cholesky: the same matrix (tested equal), several times cheaper on CPU when samples >> block_size."""
 
     block_size: int = 64
     damping: float = 1e-3
@@ -163,6 +185,7 @@ class OBS(Criterion):
     steps: int = 4
     chunk: int = 64
     update: bool = True
+    woodbury: bool = False
     needs_data = True
 
     def __post_init__(self):
@@ -171,22 +194,43 @@ class OBS(Criterion):
         _positive_float(self, "damping")
 
     def inverse(self, model, targets, data, loss_fn=None) -> list[BlockInverse]:
-        """Block inverse empirical Fisher of each target at the current weights."""
+        """Block inverse empirical Fisher of each target at the current weights (one pass over the samples)."""
         self.check(data)
         need = sum(t.original().numel() for t in targets) * self.block_size * 4
         if need > MAX_INVERSE_BYTES:
             raise ConfigError(f"OBS block inverse would need {need / 2**30:.1f} GiB; lower block_size="
                               f"{self.block_size} or prune fewer layers at once")
-        diag, n = fisher_diagonal(model, targets, data, self.samples, self.chunk, loss_fn)
-        invs = []
-        for t, d in zip(targets, diag):
-            keep = t.mask().reshape(-1)
-            mean = float(d[keep].mean()) if keep.any() else 0.0
-            invs.append(BlockInverse(t.original().numel(), self.block_size, max(self.damping * mean, 1e-12)))
+        n = sum(len(x) for x, _ in batches(data, self.samples, self.chunk))
+        invs: list[BlockInverse] | None = None
+        fishers: list[torch.Tensor] | None = None
         for _, grads in _grad_chunks(model, targets, data, self.samples, self.chunk, loss_fn):
-            for inv, g in zip(invs, grads):
-                inv.add(g, n)
-        return invs
+            if self.woodbury:
+                if invs is None:  # damping scale from the first chunk: Woodbury starts from (lambda I)^-1
+                    invs = [BlockInverse(t.original().numel(), self.block_size, self._damping(t, g.pow(2).mean(0)))
+                            for t, g in zip(targets, grads)]
+                for inv, g in zip(invs, grads):
+                    for i in range(0, len(g), WOODBURY_RANK):
+                        inv.add(g[i:i + WOODBURY_RANK], n)
+            else:
+                if fishers is None:
+                    fishers = [torch.zeros(math.ceil(t.original().numel() / self.block_size), self.block_size,
+                                           self.block_size) for t in targets]
+                for f, g, t in zip(fishers, grads, targets):
+                    u = BlockInverse.split_like(g, t.original().numel(), self.block_size)  # (k, nb, B)
+                    f.baddbmm_(u.permute(1, 2, 0), u.permute(1, 0, 2), alpha=1.0 / n)
+        if self.woodbury:
+            return invs
+        out = []
+        for f, t in zip(fishers, targets):
+            diag = BlockInverse.merge_like(torch.diagonal(f, dim1=1, dim2=2), t.original().numel())
+            lam = self._damping(t, diag)
+            out.append(BlockInverse.from_fisher(f + lam * torch.eye(self.block_size), t.original().numel()))
+        return out
+
+    def _damping(self, t: Target, diag: torch.Tensor) -> float:
+        keep = t.mask().reshape(-1)
+        mean = float(diag[keep].mean()) if keep.any() else 0.0
+        return max(self.damping * mean, 1e-12)
 
     def scores_from(self, invs: Sequence[BlockInverse], targets) -> list[torch.Tensor]:
         return [(t.effective().reshape(-1).pow(2) / (2 * inv.diag().clamp_min(1e-30))).reshape(t.original().shape)

@@ -113,7 +113,8 @@ def levels_for_target(rows: Sequence[dict], target: float) -> dict[str, float]:
     """Per-layer levels from a sensitivity table reaching ``target`` sparsity over the analysed layers.
 
     Greedy: repeatedly raise the layer whose next level costs the least metric per removed weight,
-    until the weighted sparsity reaches ``target``. A target beyond the table's levels is an error.
+    until the weighted sparsity reaches ``target`` (the last move stops part-way, so the result hits
+    the target instead of overshooting). A target beyond the table's levels is an error.
 
     >>> rows = [{"layer": "a", "params": 100, "sparsity": s, "metric": m} for s, m in [(0, 1.0), (0.5, 1.0), (0.9, 0.5)]]
     >>> rows += [{"layer": "b", "params": 100, "sparsity": s, "metric": m} for s, m in [(0, 1.0), (0.5, 0.9), (0.9, 0.8)]]
@@ -148,7 +149,12 @@ def levels_for_target(rows: Sequence[dict], target: float) -> dict[str, float]:
             top = max(max(e["steps"]) for e in table.values())
             raise ConfigError(f"target {target} cannot be reached with the table's levels (max {top}); "
                               "add higher levels to the sweep")
-        levels[best[0]] = best[1]
+        name, nxt = best
+        # the last move stops exactly at the target (the curve is read as piecewise linear)
+        needed = levels[name] + (target - reached()) * total / table[name]["params"]
+        levels[name] = min(nxt, needed)
+        if needed <= nxt:
+            break
     return levels
 
 
