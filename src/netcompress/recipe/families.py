@@ -38,7 +38,7 @@ def prune_vocab(config_type: type) -> dict[str, type]:
 def quantize_types() -> dict[str, type]:
     from ..quantize.api import QUANTIZE_TRANSFORMS
 
-    return {t.__name__: t for t in getattr(QUANTIZE_TRANSFORMS, "_by_type", {})}
+    return {t.__name__: t for t in QUANTIZE_TRANSFORMS.config_types()}
 
 
 def quantize_vocab() -> dict[str, type]:
