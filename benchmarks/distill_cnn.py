@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, write_json
-from benchmarks.distill_common import cached_teacher, run, subset
+from benchmarks.common import machine, markdown_table, write_json
+from benchmarks.distill_common import setup, cached_teacher, run, subset
 from netcompress.distill import FSP, KD, AttentionTransfer, Distiller, Hint, TeacherCache, train_hints
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, evaluate
@@ -67,11 +67,7 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=5000, help="seeded test subset (evaluation is slow on 1 core)")
     ap.add_argument("--students", nargs="+", default=list(METHODS))
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
-    splits = dataset()
-    c, h, _ = splits.input_shape
-    kw = dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
+    splits, kw = setup()
     test = subset(splits.test, args.test)
     teacher, teacher_s, tcfg = teacher_model(splits, args, kw)
     train = subset(subset(splits.train, args.teacher_train), args.student_train, seed=1)

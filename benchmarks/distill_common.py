@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from benchmarks.common import CACHE_DIR, _key
+from benchmarks.common import CACHE_DIR, _key, dataset
 from netcompress.core.io import load_weights_into, save_weights
 from netcompress.train import TrainConfig, Trainer, evaluate
 
@@ -35,6 +35,15 @@ class Jitter(Dataset):
         img = F.pad(self.x[i], (p, p, p, p), value=self.background)  # (C, H+2p, W+2p)
         h, w = self.x.shape[-2:]
         return img[:, p + dy:p + dy + h, p + dx:p + dx + w], self.y[i]
+
+
+def setup():
+    """Shared start of the distillation benchmarks: INFO logging, 1 thread, the data and model kwargs."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(1)
+    splits = dataset()
+    c, h, _ = splits.input_shape
+    return splits, dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
 
 
 def subset(ds: TensorDataset, n: int, seed: int = 0) -> TensorDataset:

@@ -13,8 +13,8 @@ import logging
 
 import torch
 
-from benchmarks.common import OUT_DIR, dataset, machine, markdown_table, write_json
-from benchmarks.distill_common import Jitter, cached_teacher, run, subset
+from benchmarks.common import OUT_DIR, machine, markdown_table, write_json
+from benchmarks.distill_common import setup, Jitter, cached_teacher, run, subset
 from netcompress.core.errors import NetcompressError
 from netcompress.distill import KD, Distiller
 from netcompress.models import create_model
@@ -68,11 +68,7 @@ def main(argv=None):
                          "better than the 30-30 student)")
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
-    splits = dataset()
-    c, h, _ = splits.input_shape
-    kw = dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
+    splits, kw = setup()
 
     tcfg = TrainConfig(epochs=args.teacher_epochs, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                        scheduler="cosine", seed=0, progress=False)

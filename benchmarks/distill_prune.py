@@ -13,13 +13,12 @@ import argparse
 import copy
 import logging
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from benchmarks.common import dataset, machine, markdown_table, write_json
+from benchmarks.common import machine, markdown_table, write_json
 from benchmarks.distill_cnn import SCHEDULE, teacher_model
-from benchmarks.distill_common import cached_teacher, run, subset
+from benchmarks.distill_common import setup, cached_teacher, run, subset
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, evaluate
@@ -40,11 +39,7 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--test", type=int, default=5000)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
-    splits = dataset()
-    c, h, _ = splits.input_shape
-    kw = dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
+    splits, kw = setup()
     test = subset(splits.test, args.test)
     dense_data = subset(splits.train, args.teacher_train)
     dcfg = TrainConfig(epochs=args.teacher_epochs, **SCHEDULE)
