@@ -28,7 +28,7 @@ BASELINE_SCHEDULES = {
     # LeNet-5 (Caffe, no ReLU after the convs) diverges at lr 0.05 with momentum 0.9: Caffe's own lr is 0.01
     "lenet5": dict(epochs=12, batch_size=128, lr=0.02, optimizer="sgd", scheduler="cosine", weight_decay=5e-4,
                    grad_clip=5.0),
-    "resnet20": dict(epochs=3, batch_size=128, lr=0.1, optimizer="sgd", scheduler="cosine", weight_decay=5e-4),
+    "resnet20": dict(epochs=6, batch_size=128, lr=0.1, optimizer="sgd", scheduler="cosine", weight_decay=5e-4),
     "resnet56": dict(epochs=6, batch_size=128, lr=0.1, optimizer="sgd", scheduler="cosine", weight_decay=5e-4),
     "vgg_small": dict(epochs=6, batch_size=128, lr=0.05, optimizer="sgd", scheduler="cosine", weight_decay=5e-4),
     "mlp_1200_1200": dict(epochs=12, batch_size=128, lr=0.05, optimizer="sgd", scheduler="cosine", weight_decay=0.0),

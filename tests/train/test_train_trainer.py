@@ -214,3 +214,28 @@ def test_worker_processes_give_the_same_result(make_data, make_model, helpers):
         Trainer(model, data, CFG.replace(num_workers=workers)).fit()
         runs.append(helpers.weights(model))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def _conv_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+@pytest.mark.parametrize("nhwc", [True, False])
+def test_channels_last_training_hands_back_default_layout_and_same_result(nhwc):
+    data = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,)))
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, progress=False, channels_last=nhwc)
+    model = _conv_net()
+    params_before = [id(p) for p in model.parameters()]
+    Trainer(model, data, cfg).fit()
+    assert [id(p) for p in model.parameters()] == params_before
+    assert all(p.is_contiguous() for p in model.parameters())  # safetensors and slicing need this
+    reference = _conv_net()
+    Trainer(reference, data, cfg.replace(channels_last=not nhwc)).fit()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # layout changes the sum order only
+
+
+def test_channels_last_must_be_a_bool():
+    with pytest.raises(ConfigError, match="channels_last"):
+        TrainConfig(channels_last="yes")

@@ -23,7 +23,7 @@ CHECKPOINT_NAME = "last.pt"
 REQUIRED_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "global_step", "history",
                  "callbacks", "rng", "config")
 # fields that may differ between the original and the resumed run without changing the result
-HARMLESS_FIELDS = {"progress", "num_workers", "eval_batch_size"}
+HARMLESS_FIELDS = {"progress", "num_workers", "eval_batch_size", "channels_last"}
 
 
 def seed_everything(seed: int) -> None:

@@ -79,6 +79,8 @@ class Trainer:
     torchrun (WORLD_SIZE > 1) or after ``init_distributed()`` training is data-parallel with the
     same global batch, so results match the one-process run."""
 
+    _nhwc_inputs = False  # set for the duration of fit() when the model trains channels-last
+
     def __init__(self, model: nn.Module, train_data: Dataset, config: TrainConfig,
                  val_data: Optional[Dataset] = None, loss_fn: Optional[LossFn] = None,
                  callbacks: Iterable[Callback] = (), checkpoint_dir: Optional[str | Path] = None,
@@ -225,6 +227,9 @@ class Trainer:
                         self._start_epoch)
             return self.history
         self._setup_distributed()
+        nhwc = self._nhwc_inputs = self._use_channels_last()
+        if nhwc:
+            self.model.to(memory_format=torch.channels_last)
         try:
             if self._delete_old_checkpoint and self.is_main and self.checkpoint_path.exists():
                 self.checkpoint_path.unlink()  # overwrite=True: a crash must not resume the old run
@@ -245,7 +250,13 @@ class Trainer:
                 cb.on_fit_end(self)
             return self.history
         finally:
+            if nhwc:
+                self.model.to(memory_format=torch.contiguous_format)
+                self._nhwc_inputs = False
             self._teardown_distributed()
+
+    def _use_channels_last(self) -> bool:
+        return self.config.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
 
     def _show_progress(self) -> bool:
         isatty = getattr(sys.stderr, "isatty", None)
@@ -253,6 +264,8 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> tuple[float, int, Optional[tuple[int, int]]]:
         inputs, targets = to_device(split_batch(batch), model_device(self.model))
+        if self._nhwc_inputs and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         for cb in self.callbacks:
             cb.on_batch_start(self, inputs, targets)
         outputs = self._forward_model(inputs)
