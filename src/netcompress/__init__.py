@@ -14,6 +14,7 @@ _SUBPACKAGES = {"core", "data", "models", "measure", "train", "graph", "prune", 
 _VERBS: dict[str, tuple[str, str]] = {
     "prune_": ("prune", "prune_"),
     "quantize_": ("quantize", "quantize_"),
+    "decompose_": ("lowrank", "decompose_"),
 }
 
 

@@ -1,0 +1,15 @@
+"""Low-rank factorization: truncated SVD (plain or data-aware) of Linear/Conv2d layers and Tucker-2 of
+conv kernels, each replacing a layer by a product of thinner standard layers.
+
+>>> import torch
+>>> from netcompress.models import lenet_300_100
+>>> model = lenet_300_100()
+>>> [f.ranks for f in decompose_(model, SVD(keep=0.5, include=("net.1",)))]
+[(108,)]
+>>> model(torch.zeros(2, 1, 28, 28)).shape
+torch.Size([2, 10])
+"""
+from .config import SVD, Tucker2
+from .factor import DECOMPOSE_TRANSFORMS, Factored, decompose_
+
+__all__ = ["SVD", "Tucker2", "Factored", "decompose_", "DECOMPOSE_TRANSFORMS"]
