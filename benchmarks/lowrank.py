@@ -1,4 +1,5 @@
-"""Low-rank factorization on trained Fashion-MNIST models: plain vs data-aware SVD, Tucker-2.
+"""Low-rank factorization on trained Fashion-MNIST models: plain vs data-aware SVD, Tucker-2, and
+depthwise-separable redesign of the convs.
 
 For each model and method: weights and MACs kept, accuracy one-shot and after a short fine-tune, and
 measured speed-ups (torch eager and onnxruntime, batch 32 and 1, 1 thread, interleaved medians).
@@ -15,6 +16,7 @@ import torch
 
 from benchmarks._structured import args, costs, fine_tune, latency_rows, subset
 from benchmarks.common import machine, markdown_table, trained_baseline, write_json
+from netcompress.arch import DepthwiseSeparable
 from netcompress.lowrank import SVD, Tucker2, decompose_
 from netcompress.measure.latency import set_threads
 from netcompress.train import evaluate
@@ -26,6 +28,9 @@ METHODS = {
     "svd-aware-keep0.25": [SVD(keep=0.25, data_aware=True)],
     # convs by Tucker-2, the Linear layers by data-aware SVD
     "tucker2+svd-aware-keep0.5": [Tucker2(keep=0.5), SVD(keep=0.5, data_aware=True, min_saving=0.01)],
+    # architecture redesign: every kxk conv -> depthwise + pointwise, initialised by per-channel SVD
+    "separable-m1": [DepthwiseSeparable(multiplier=1)],
+    "separable-m3": [DepthwiseSeparable(multiplier=3)],
 }
 
 
