@@ -10,9 +10,8 @@ from typing import Any, Optional
 
 from pydantic import Field, field_validator
 
-from ..core.errors import ConfigError
 from ..recipe.builtin import _calibration_data
-from ..recipe.registry import StageParams, build_typed, register_stage
+from ..recipe.registry import StageParams, register_stage
 from .factor import DECOMPOSE_TRANSFORMS, decompose_
 
 
@@ -31,12 +30,9 @@ class DecomposeParams(StageParams):
     @field_validator("config", mode="before")
     @classmethod
     def _build(cls, v):
-        if not isinstance(v, (str, dict)):
-            raise ValueError(f"decompose config must be a name or {{type: name, ...}}; got {type(v).__name__}")
-        try:
-            return build_typed(v, decompose_types(), "low-rank config")
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+        from ..recipe.families import _typed
+
+        return _typed(v, decompose_types(), "low-rank config", {})
 
 
 def _apply_decompose(ctx, params: DecomposeParams) -> None:
