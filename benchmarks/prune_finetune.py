@@ -78,7 +78,7 @@ def run(name: str, splits, final: float, budget=None, levels=None, kd: float = 0
     t0 = time.perf_counter()
     Trainer(model, splits.train, cfg, val_data=splits.val, callbacks=callbacks).fit()
     seconds = time.perf_counter() - t0
-    targets = masked_targets(model)
+    targets = list(masked_targets(model))  # a generator: read three times below
     weights = sum(t.original().numel() for t in targets)
     weights_nnz = sum(int(torch.count_nonzero(t.effective())) for t in targets)
     layer_sparsity = {t.name: round(1 - int(torch.count_nonzero(t.effective())) / t.original().numel(), 4)
