@@ -53,8 +53,24 @@ def _fit(model, splits, epochs, lr, optimizer=None, seed=0, teacher=None):
     Trainer(model, splits.train, cfg, val_data=splits.val, optimizer=optimizer, callbacks=callbacks).fit()
 
 
-def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 0.0) -> tuple[list[dict], list[dict]]:
-    plan = PLANS[name]
+def with_overrides(plan: dict, args) -> dict:
+    """The plan with the command line's --sparsity/--bits LAYER=VALUE and --steps/--epochs/--centroid-epochs."""
+    plan = {**plan, "sparsity": dict(plan["sparsity"]), "bits": dict(plan["bits"])}
+    for key, cast in (("sparsity", float), ("bits", int)):
+        for item in getattr(args, key) or ():
+            layer, _, value = item.partition("=")
+            if layer not in plan[key]:
+                raise SystemExit(f"--{key} {item}: layer must be one of {sorted(plan[key])}")
+            plan[key][layer] = cast(value)
+    for key in ("steps", "epochs", "centroid_epochs"):
+        if getattr(args, key) is not None:
+            plan[key] = getattr(args, key)
+    return plan
+
+
+def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 0.0,
+        plan: dict | None = None) -> tuple[list[dict], list[dict]]:
+    plan = plan or PLANS[name]
     torch.set_num_threads(1)
     model, base_metrics = trained_baseline(name, splits, **overrides)
     teacher = (copy.deepcopy(model), KD(temperature=kd, alpha=0.9, beta=0.1), TeacherCache()) if kd else None
@@ -122,6 +138,12 @@ def main():
     ap.add_argument("--baseline-epochs", type=int, default=None)
     ap.add_argument("--kd", type=float, default=0.0, metavar="T",
                     help="KD temperature: fine-tune every stage with KD from the dense baseline (0 = off)")
+    ap.add_argument("--sparsity", nargs="+", metavar="LAYER=S", help="override the plan's per-layer sparsity")
+    ap.add_argument("--bits", nargs="+", metavar="LAYER=B", help="override the plan's per-layer cluster bits")
+    ap.add_argument("--steps", type=int, help="override the number of prune steps")
+    ap.add_argument("--epochs", type=int, help="override the fine-tuning epochs after each prune step")
+    ap.add_argument("--centroid-epochs", type=int, help="override the centroid fine-tuning epochs")
+    ap.add_argument("--tag", default="", help="suffix of the JSON output name")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     splits = dataset()
@@ -130,9 +152,10 @@ def main():
         splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
     overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     stages, tables = [], []
+    plans = {name: with_overrides(PLANS[name], args) for name in args.model or list(PLANS)}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.model or list(PLANS):
-            s, t = run(name, splits, args.quick, Path(tmp), overrides, args.kd)
+        for name, plan in plans.items():
+            s, t = run(name, splits, args.quick, Path(tmp), overrides, args.kd, plan)
             stages += s
             tables += t
     print(markdown_table(stages, ["model", "stage", "accuracy", "drop_pts", "bytes", "ratio"]))
@@ -140,8 +163,8 @@ def main():
     print(markdown_table(tables, ["model", "tensor", "params", "encoding", "kept_pct", "weight_bits", "index_bits",
                                   "bytes", "compression", "entropy_bytes"]))
     tag = "_".join(args.model or list(PLANS)) + ("_quick" if args.quick else "") + (
-        f"_n{args.n_train}" if args.n_train else "") + ("_kd" if args.kd else "")
-    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": PLANS, "quick": args.quick,
+        f"_n{args.n_train}" if args.n_train else "") + ("_kd" if args.kd else "") + args.tag
+    write_json(f"deep_compression_{tag}", {"stages": stages, "layers": tables, "plans": plans, "quick": args.quick,
                                            "n_train": len(splits.train), "baseline_overrides": overrides,
                                            "kd_temperature": args.kd})
 
