@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
+from benchmarks.prune_finetune import pruning_callbacks
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.export import compression_table, load_compressed, save_compressed
 from netcompress.models import create_model
@@ -62,10 +63,36 @@ def with_overrides(plan: dict, args) -> dict:
             if layer not in plan[key]:
                 raise SystemExit(f"--{key} {item}: layer must be one of {sorted(plan[key])}")
             plan[key][layer] = cast(value)
-    for key in ("steps", "epochs", "centroid_epochs"):
-        if getattr(args, key) is not None:
+    for key in ("steps", "epochs", "centroid_epochs", "agp"):
+        if getattr(args, key, None) is not None:
             plan[key] = getattr(args, key)
     return plan
+
+
+def _step_prune(model, splits, plan, quick, teacher, name) -> None:
+    """Iterative magnitude pruning: each step removes the same fraction of what remains, fine-tuning between."""
+    steps = 1 if quick else plan["steps"]
+    ft_epochs = 1 if quick else plan["epochs"]
+    for i in range(1, steps + 1):
+        for layer, final in plan["sparsity"].items():
+            s = 1 - (1 - final) ** (i / steps)
+            prune_(model, Unstructured(sparsity=s, include=(layer,)))
+        _fit(model, splits, ft_epochs, 0.02, teacher=teacher)
+        log.warning("%s prune step %d: accuracy %.4f", name, i, evaluate(model, splits.test)["accuracy"])
+
+
+def _agp_prune(model, splits, plan, teacher) -> None:
+    """Gradual pruning inside training as in benchmarks.prune_finetune: each layer follows its own AGP
+    curve to its plan level over ``agp[0]`` epochs, then ``agp[1]`` epochs at the final levels."""
+    agp_epochs, ft_epochs = plan["agp"]
+    cfg = TrainConfig(epochs=agp_epochs + ft_epochs, batch_size=128, lr=0.02, optimizer="sgd", momentum=0.9,
+                      weight_decay=1e-4, scheduler="cosine", seed=0, progress=False)
+    steps_per_epoch = -(-len(splits.train) // cfg.batch_size)
+    callbacks = pruning_callbacks(model, 0.0, plan["sparsity"], dict(end_step=agp_epochs * steps_per_epoch,
+                                                                     every=max(1, steps_per_epoch // 4)))
+    if teacher:
+        callbacks.append(Distiller(teacher[0], model, teacher[1], cache=teacher[2]))
+    Trainer(model, splits.train, cfg, val_data=splits.val, callbacks=callbacks).fit()
 
 
 def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 0.0,
@@ -79,15 +106,10 @@ def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 
     stages = [{"model": name, "stage": "dense fp32 (baseline)", "accuracy": base_acc, "bytes": dense_bytes,
                "ratio": 1.0}]
     t0 = time.time()
-    # 1) iterative magnitude pruning: 3 steps, each removing the same fraction of what remains, fine-tuning between
-    steps = 1 if quick else plan["steps"]
-    ft_epochs = 1 if quick else plan["epochs"]
-    for i in range(1, steps + 1):
-        for layer, final in plan["sparsity"].items():
-            s = 1 - (1 - final) ** (i / steps)
-            prune_(model, Unstructured(sparsity=s, include=(layer,)))
-        _fit(model, splits, ft_epochs, 0.02, teacher=teacher)
-        log.warning("%s prune step %d: accuracy %.4f", name, i, evaluate(model, splits.test)["accuracy"])
+    if plan.get("agp"):
+        _agp_prune(model, splits, plan, teacher)
+    else:
+        _step_prune(model, splits, plan, quick, teacher, name)
     acc_pruned = evaluate(model, splits.test)["accuracy"]
     p_path = save_compressed(model, tmp / f"{name}_pruned.ncz")  # sparse, exact fp32 values
     stages.append({"model": name, "stage": "pruned (fp32 values, Huffman-coded gaps)", "accuracy": acc_pruned,
@@ -143,6 +165,9 @@ def main():
     ap.add_argument("--steps", type=int, help="override the number of prune steps")
     ap.add_argument("--epochs", type=int, help="override the fine-tuning epochs after each prune step")
     ap.add_argument("--centroid-epochs", type=int, help="override the centroid fine-tuning epochs")
+    ap.add_argument("--agp", type=int, nargs=2, metavar=("AGP_EPOCHS", "FT_EPOCHS"),
+                    help="prune gradually inside training (per-layer AGP to the plan levels, as prune_finetune) "
+                         "instead of the prune/fine-tune steps")
     ap.add_argument("--tag", default="", help="suffix of the JSON output name")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
