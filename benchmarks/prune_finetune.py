@@ -72,9 +72,11 @@ def run(name: str, splits, final: float, budget=None, levels=None, kd: float = 0
     callbacks = pruning_callbacks(model, final, levels, dict(end_step=agp_epochs * steps_per_epoch,
                                                              every=max(1, steps_per_epoch // 4)))
     if kd:
-        # the dense baseline teaches its own pruned copy; the cache runs it once per sample over all seeds
-        callbacks.append(Distiller(copy.deepcopy(base), model, KD(temperature=kd, alpha=0.9, beta=0.1),
-                                   cache=teacher_cache if teacher_cache is not None else True))
+        # the dense baseline teaches its own pruned copy; a shared cache runs it once per sample over all
+        # seeds, and must keep serving the same teacher object (Distiller checks that)
+        cache = teacher_cache if teacher_cache is not None else TeacherCache()
+        teacher = cache.teacher if cache.teacher is not None else copy.deepcopy(base)
+        callbacks.append(Distiller(teacher, model, KD(temperature=kd, alpha=0.9, beta=0.1), cache=cache))
     t0 = time.perf_counter()
     Trainer(model, splits.train, cfg, val_data=splits.val, callbacks=callbacks).fit()
     seconds = time.perf_counter() - t0
