@@ -18,3 +18,27 @@ def test_interleaved_comparison_orders_slow_and_fast():
 def test_bad_repeats():
     with pytest.raises(ConfigError):
         measure_latency(lambda: None, (), repeats=1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_interleaved_order_never_repeats_and_balances_predecessors(n):
+    from collections import Counter
+
+    from netcompress.measure.latency import interleaved_order
+
+    names = [f"c{i}" for i in range(n)]
+    seq = interleaved_order(names, repeats=300)
+    assert all(seq.count(k) == 300 for k in names)
+    if n > 1:  # a back-to-back repeat would run on a warm cache
+        assert all(a != b for a, b in zip(seq, seq[1:]))
+    if n > 2:  # no candidate always follows the same (maybe cache-evicting) one
+        pairs = Counter(zip(seq, seq[1:]))
+        mean = (len(seq) - 1) / (n * (n - 1))
+        assert len(pairs) == n * (n - 1) and all(0.6 * mean < c < 1.4 * mean for c in pairs.values()), pairs
+
+
+def test_compare_latency_warm_calls_precede_each_timed_call():
+    calls = []
+    cands = {k: (lambda k=k: calls.append(k)) for k in "ab"}
+    compare_latency(cands, (), warmup=0, repeats=3, warm_calls=1)
+    assert calls == list("aabbaabbaabb")

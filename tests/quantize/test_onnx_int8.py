@@ -76,3 +76,67 @@ def test_static_needs_data_and_valid_types(tmp_path):
         to_int8_onnx(_mlp(), torch.randn(1, 1, 8, 8), tmp_path / "x.onnx", Int8Onnx())
     with pytest.raises(ConfigError, match="activation_type"):
         Int8Onnx(activation_type="int4")
+
+
+class _TinyResNet(nn.Module):
+    """conv-bn-relu, a residual add, global average pooling, a linear head: ResNet-20's int8 pattern."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.relu(self.body(x) + x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def _optimized_ops(path, tmp_path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+
+
+def test_int8_resnet_graph_stays_int8_from_input_to_logits(tmp_path, digits28):
+    """After onnxruntime's optimizations no DequantizeLinear -> float op -> QuantizeLinear round trip
+    is left between quantized ops: one Q at the input, one DQ at the logits; the pooling is int8 too."""
+    m = _TinyResNet().eval()
+    x = digits28.train.tensors[0][:256]
+    path = to_int8_onnx(m, x[:2], tmp_path / "q.onnx", Int8Onnx(), data=list(x.split(64)))
+    ops = _optimized_ops(path, tmp_path)
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") == 1, ops
+    assert {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm"} <= set(ops), ops
+    assert not {"Conv", "Add", "ReduceMean", "GlobalAveragePool", "Gemm", "Relu"} & set(ops), ops
+    # and it still computes the model: within a few output steps of torch fp32
+    got = run_onnx(ort_session(path), x[:64])
+    g = onnx.load(str(path))
+    inits = {i.name: i for i in g.graph.initializer}
+    out_q = next(n for n in g.graph.node if n.op_type == "QuantizeLinear" and n.input[0].startswith("output"))
+    out_step = float(onnx.numpy_helper.to_array(inits[out_q.input[1]]))
+    assert np.abs(got - m(x[:64]).detach().numpy()).max() <= 4 * out_step
+
+
+@pytest.mark.parametrize("axes,keepdims,rewritten", [([2, 3], 1, True), ([-1, -2], 1, True), ([1], 1, False),
+                                                    ([2, 3], 0, False)])
+def test_only_spatial_means_become_global_average_pool(axes, keepdims, rewritten):
+    from onnx import TensorProto, helper
+
+    from netcompress.export.quantized import spatial_means_to_gap
+
+    g = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=keepdims)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    assert spatial_means_to_gap(model) == int(rewritten)
+    assert [n.op_type for n in model.graph.node] == ["GlobalAveragePool" if rewritten else "ReduceMean"]

@@ -78,6 +78,50 @@ def _float_tensors(model) -> list[str]:
     return names
 
 
+def _constant_ints(model, name: str):
+    """The integer values of initializer or Constant-node ``name``, or None when it is computed at run time."""
+    from onnx import numpy_helper
+
+    for init in model.graph.initializer:
+        if init.name == name:
+            return [int(v) for v in numpy_helper.to_array(init).reshape(-1)]
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return [int(v) for v in numpy_helper.to_array(node.attribute[0].t).reshape(-1)]
+    return None
+
+
+def spatial_means_to_gap(model) -> int:
+    """Rewrite ``ReduceMean`` over H and W of a 4-D tensor (keepdims) into ``GlobalAveragePool``, in place.
+
+    torch exports ``AdaptiveAvgPool2d(1)`` as ReduceMean, which onnxruntime's quantizer leaves in
+    float: the int8 graph then dequantizes the whole last feature map, averages in fp32 and
+    quantizes again. GlobalAveragePool computes the same thing and has a fused int8 kernel
+    (QLinearGlobalAveragePool, NHWC). Returns how many nodes were rewritten."""
+    import onnx
+
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in
+             list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+             if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
+    done = 0
+    for i, node in enumerate(model.graph.node):
+        if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        axes = attrs.get("axes") if len(node.input) < 2 else _constant_ints(model, node.input[1])
+        if attrs.get("keepdims", 1) != 1 or axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            continue
+        gap = onnx.helper.make_node("GlobalAveragePool", [node.input[0]], list(node.output), name=node.name)
+        model.graph.node.remove(node)
+        model.graph.node.insert(i, gap)
+        done += 1
+    if done:  # drop the axes constants no node reads any more
+        used = {t for n in model.graph.node for t in n.input}
+        for init in [i for i in model.graph.initializer if i.name not in used]:
+            model.graph.initializer.remove(init)
+    return done
+
+
 def observe_onnx(path: str | Path, data, observer=None, batches: int = 16, batch_size: int = 32) -> dict:
     """Run ``data`` through the fp32 graph at ``path`` and return {tensor name: (lo, hi)} chosen by ``observer``."""
     import onnx
@@ -119,6 +163,7 @@ def observe_onnx(path: str | Path, data, observer=None, batches: int = 16, batch
 def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx = Int8Onnx(), data=None,
                   force: bool = False) -> Path:
     """Quantize the fp32 ONNX graph at ``fp32_path`` into ``out_path`` (QDQ static or dynamic)."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,6 +177,10 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
                 warnings.simplefilter("ignore")
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
             src = pre
+        graph = onnx.load(str(src))
+        if spatial_means_to_gap(graph):
+            src = Path(tmp) / "gap.onnx"
+            onnx.save(graph, str(src))
         op_types = list(config.op_types) if config.op_types else None
 
         def write(dst: Path):

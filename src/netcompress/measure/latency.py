@@ -4,6 +4,7 @@ Shared machines are noisy, so a claim is a ratio of medians measured in the same
 candidates interleaved (A B A B ...), never two numbers taken minutes apart."""
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -56,27 +57,52 @@ def measure_latency(fn_or_model, inputs=(), warmup: int = 5, repeats: int = 30,
 
 
 def compare_latency(candidates: Mapping[str, object], inputs=(), warmup: int = 5, repeats: int = 30,
-                    threads: int | None = 1) -> dict[str, LatencyStats]:
-    """Time several candidates interleaved (A B C A B C ...) on the same inputs.
+                    threads: int | None = 1, warm_calls: int = 0) -> dict[str, LatencyStats]:
+    """Time several candidates interleaved on the same inputs (see :func:`interleaved_order`).
+
+    ``warm_calls``: untimed calls of the same candidate right before each timed one, so every
+    candidate is timed with its own weights in cache, as a model serving requests back to back;
+    with 0 each timed call follows some other candidate, which may have evicted them.
 
     A candidate is an ``nn.Module``, or any callable taking ``*inputs``; an onnxruntime session is
     wrapped by :func:`netcompress.measure.ort_callable`. Returns stats per name; see :func:`ratios`."""
-    if repeats < 3 or warmup < 0:
-        raise ConfigError(f"repeats must be >= 3 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    if repeats < 3 or warmup < 0 or warm_calls < 0:
+        raise ConfigError(f"repeats must be >= 3, warmup and warm_calls >= 0, got repeats={repeats}, "
+                          f"warmup={warmup}, warm_calls={warm_calls}")
     set_threads(threads)
     calls = {k: _as_callable(v, inputs) for k, v in candidates.items()}
     for call in calls.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {k: [] for k in calls}
-    order = list(calls)
-    for i in range(repeats):
-        # alternate the order too, so no candidate always runs right after the same one
-        for k in (order if i % 2 == 0 else order[::-1]):
-            t0 = time.perf_counter()
+    for k in interleaved_order(list(calls), repeats):
+        for _ in range(warm_calls):
             calls[k]()
-            samples[k].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        calls[k]()
+        samples[k].append(time.perf_counter() - t0)
     return {k: LatencyStats.from_samples(v) for k, v in samples.items()}
+
+
+def interleaved_order(names: list[str], repeats: int, seed: int = 0) -> list[str]:
+    """The timed call sequence: ``repeats`` rounds, each a seeded shuffle of ``names``.
+
+    No candidate runs twice in a row, and over the rounds each one follows every other one about
+    equally often. Both matter on a 1 MB L2: a candidate timed right after itself finds its weights
+    still in cache, one timed after a large fp32 graph does not. A fixed A B C / C B A alternation
+    gave the first and last names the back-to-back runs, and a fixed rotation always the same
+    predecessor: either made one of two identical int8 ResNet-20 graphs look 5-15% faster."""
+    if len(names) <= 2:
+        return names * repeats  # A B A B: never repeats, each always follows the other
+    rng = random.Random(seed)
+    seq: list[str] = []
+    for _ in range(repeats):
+        order = list(names)
+        rng.shuffle(order)
+        if seq and order[0] == seq[-1]:
+            order[0], order[-1] = order[-1], order[0]
+        seq += order
+    return seq
 
 
 def ratios(stats: Mapping[str, LatencyStats], baseline: str) -> dict[str, float]:
