@@ -204,7 +204,8 @@ def solve_budget_latency_aware(model, graph, scores, config, example_inputs, com
     """(pruned units, report): a MACs/Params budget met by the latency-aware greedy (``LatencyAware`` scope).
 
     The greedy removes the channels costing least importance per predicted millisecond saved and stops at
-    the first step inside the budget, so the MACs go where the device spends its time."""
+    the first step inside the budget, so the MACs go where the device spends its time. Scores are taken as
+    shares of their group's total, which are comparable across groups whatever ``comparable`` says."""
     from .config import MACs
 
     scope, budget = config.scope, config.budget
