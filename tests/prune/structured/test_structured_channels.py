@@ -80,7 +80,7 @@ def test_l1_removes_the_smallest_filters():
     (lambda: MACs(0.0), r"MACs.fraction"),
     (lambda: ChannelPruning(ratio=0.2, round_to=0), r"round_to"),
     (lambda: ChannelPruning(ratio=0.2, keep="conv1"), r"keep must be a tuple"),
-    (lambda: ChannelPruning(ratio=0.2, scope="global"), r"scope must be Local\(\) or Global\(\)"),
+    (lambda: ChannelPruning(ratio=0.2, scope="global"), r"scope must be Local\(\), Global\(\) or LatencyAware\(\)"),
 ])
 def test_bad_config(make, match):
     with pytest.raises(ConfigError, match=match):

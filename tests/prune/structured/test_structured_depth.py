@@ -6,7 +6,8 @@ import torch
 
 import netcompress as nc
 from netcompress.core.errors import ConfigError
-from netcompress.prune.structured import BlockPruning, ChannelPruning, find_blocks, prune_blocks, zero_branches_
+from netcompress.prune.structured import (BlockPruning, ChannelPruning, LatencyAware, Local, MACs, find_blocks,
+                                          prune_blocks, zero_branches_)
 
 X = torch.randn(4, 1, 16, 16)
 
@@ -66,3 +67,36 @@ def test_errors_leave_model_untouched():
     assert list(model.state_dict()) == list(ref)
     with pytest.raises(ConfigError, match=r"no removable residual block"):
         prune_blocks(nc.models.create_model("lenet5"), BlockPruning(blocks=1), torch.randn(2, 1, 28, 28))
+
+
+def test_macs_budget_removes_blocks_until_it_fits_and_equals_zeroed_twin():
+    model = resnet()
+    dense = copy.deepcopy(model)
+    r = prune_blocks(model, BlockPruning(budget=MACs(0.75)), X)
+    assert r.after["macs"] <= 0.75 * r.before["macs"]
+    # the shortest prefix: putting the last removed block back would break the budget
+    assert len(r.plan.replace) >= 2
+    twin = zero_branches_(copy.deepcopy(dense), find_blocks(dense, X), list(r.plan.replace))
+    assert (twin(X) - dense(X)).abs().max() > 1e-3
+    assert (twin(X) - model(X)).abs().max() <= 1e-5
+
+
+def test_latency_aware_ranks_by_contribution_per_ms():
+    model = resnet()
+    r = prune_blocks(model, BlockPruning(blocks=2, scope=LatencyAware(batch_size=4, repeats=3)), X)
+    ms, contrib = r.latency["block_ms"], r.latency["contributions"]
+    key = {n: contrib[n] / ms[n] for n in ms}
+    assert sorted(r.plan.replace) == sorted(sorted(key, key=key.__getitem__)[:2])
+    # blocks of one shape are timed once
+    assert ms["layer1.0"] == ms["layer1.1"] == ms["layer1.2"]
+
+
+def test_unreachable_block_budget_names_best():
+    model = resnet()
+    with pytest.raises(ConfigError, match=r"cannot be met by removing blocks.*best reachable is MACs\("):
+        prune_blocks(model, BlockPruning(budget=MACs(0.05)), X)
+    assert isinstance(model.layer1[0], torch.nn.Module) and hasattr(model.layer1[0], "conv1")
+    with pytest.raises(ConfigError, match=r"exactly one of blocks"):
+        BlockPruning(blocks=2, budget=MACs(0.5))
+    with pytest.raises(ConfigError, match=r"BlockPruning.scope"):
+        BlockPruning(blocks=2, scope=Local())

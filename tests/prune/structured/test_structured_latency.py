@@ -1,11 +1,13 @@
 """Latency budgets: table-driven greedy, checked by measurement (tiny model, loose bounds: shared CPU)."""
+import copy
+
 import pytest
 import torch
 
 import netcompress as nc
 from netcompress.core.errors import ConfigError
 from netcompress.graph import ChannelGraph
-from netcompress.prune.structured import ChannelPruning, Latency, prune_channels
+from netcompress.prune.structured import ChannelPruning, Latency, LatencyAware, MACs, prune_channels
 from netcompress.prune.structured.latency import LatencyTable
 
 X = torch.randn(2, 1, 16, 16)
@@ -46,3 +48,26 @@ def test_bad_latency_config():
         Latency(0.5)
     with pytest.raises(ConfigError, match=r"Latency.batch_size"):
         Latency(2.0, batch_size=0)
+
+
+def test_latency_aware_macs_budget_met_and_masked_equals_removed():
+    model = vgg()
+    with torch.no_grad():  # non-trivial BN so zeroed channels are visible downstream
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.bias.normal_()
+    dense = copy.deepcopy(model)
+    r = prune_channels(model, ChannelPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=4, repeats=3),
+                                             round_to=4), X)
+    assert r.after["macs"] <= 0.5 * r.before["macs"] and r.latency["predicted_speedup"] > 1
+    twin = r.plan.zero_(copy.deepcopy(dense))
+    assert (twin(X) - dense(X)).abs().max() > 1e-3
+    assert (twin(X) - model(X)).abs().max() <= 1e-5
+
+
+def test_latency_aware_needs_a_macs_or_params_budget():
+    with pytest.raises(ConfigError, match=r"LatencyAware\(\) needs budget=MACs"):
+        ChannelPruning(ratio=0.5, scope=LatencyAware())
+    with pytest.raises(ConfigError, match=r"LatencyAware.batch_size"):
+        LatencyAware(batch_size=0)

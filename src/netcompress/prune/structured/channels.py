@@ -11,7 +11,7 @@ from torch import nn
 from ...core.errors import ConfigError, DataError
 from ...graph import ChannelGraph, PrunePlan
 from ..api import PRUNE_TRANSFORMS
-from .config import ChannelPruning, Latency
+from .config import ChannelPruning, Latency, LatencyAware
 from .importance import L1
 from .search import group_scores, normalised, select, solve_budget
 
@@ -35,9 +35,10 @@ class PruneResult:
     def summary(self) -> str:
         s = (f"params {self.before['params']:,} -> {self.after['params']:,}, MACs {self.before['macs']:,} -> "
              f"{self.after['macs']:,} ({self.mac_ratio:.2f}x fewer)")
-        if self.latency:
-            s += (f"; latency speedup predicted {self.latency['predicted_speedup']:.2f}x, measured "
-                  f"{self.latency['measured_speedup']:.2f}x")
+        if "predicted_speedup" in self.latency:
+            s += f"; latency speedup predicted {self.latency['predicted_speedup']:.2f}x"
+        if "measured_speedup" in self.latency:
+            s += f", measured {self.latency['measured_speedup']:.2f}x"
         return s
 
 
@@ -84,6 +85,11 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
         from .latency import solve_latency
 
         pruned, latency = solve_latency(model, graph, scores, config, x, importance.comparable)
+    elif isinstance(config.scope, LatencyAware):
+        from .latency import solve_budget_latency_aware
+
+        pruned, latency = solve_budget_latency_aware(model, graph, scores, config, x, importance.comparable,
+                                                     extra_params)
     elif config.budget is not None:
         scores = normalised(scores, config.scope, importance.comparable)
         pruned = solve_budget(graph, scores, config.budget, config.scope, config.round_to, config.min_channels,

@@ -27,6 +27,25 @@ class Global:
     normalize: bool | None = None
 
 
+@dataclass(frozen=True)
+class LatencyAware:
+    """Channels (or residual blocks) compete across the model by importance lost per millisecond saved,
+    the milliseconds measured on this device at ``batch_size`` with ``threads`` threads (a per-layer latency
+    table; NetAdapt-style greedy). With a MACs or Params budget the greedy stops at the budget: the same
+    MACs are removed, but where they cost time (thin, large-activation layers first), so the measured
+    speedup tracks the MAC ratio."""
+
+    batch_size: int = 32
+    threads: int = 1
+    repeats: int = 7
+
+    def __post_init__(self):
+        for name in ("batch_size", "threads", "repeats"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"LatencyAware.{name} must be a positive integer, got {v!r}")
+
+
 # ----- budgets: what the pruned model must fit
 @dataclass(frozen=True)
 class Params:
@@ -72,7 +91,7 @@ class Latency:
 
 
 BUDGETS = (Params, MACs, Latency)
-SCOPES = (Local, Global)
+SCOPES = (Local, Global, LatencyAware)
 
 
 @dataclass(frozen=True)
@@ -109,7 +128,10 @@ class ChannelPruning:
         if self.budget is not None and not isinstance(self.budget, BUDGETS):
             raise ConfigError(f"ChannelPruning.budget must be one of Params, MACs, Latency, got {self.budget!r}")
         if not isinstance(self.scope, SCOPES):
-            raise ConfigError(f"ChannelPruning.scope must be Local() or Global(), got {self.scope!r}")
+            raise ConfigError(f"ChannelPruning.scope must be Local(), Global() or LatencyAware(), got {self.scope!r}")
+        if isinstance(self.scope, LatencyAware) and not isinstance(self.budget, (MACs, Params)):
+            raise ConfigError(f"ChannelPruning.scope=LatencyAware() needs budget=MACs(...) or Params(...) (the greedy "
+                              f"stops there; Latency budgets are latency-aware already), got budget={self.budget!r}")
         if isinstance(self.keep, str) or not all(isinstance(k, str) for k in self.keep):
             raise ConfigError(f"ChannelPruning.keep must be a tuple of layer names, got {self.keep!r}")
         object.__setattr__(self, "keep", tuple(self.keep))
@@ -126,21 +148,39 @@ class ChannelPruning:
 class BlockPruning:
     """Depth pruning (epsilon-ResNet style): replace residual blocks whose branch contributes least.
 
-    ``blocks``: how many to remove, or ``epsilon``: remove every block whose branch output is smaller than
-    ``epsilon`` x its input (RMS ratio over ``data``). Candidates are found through the graph: a module whose
-    output is ``[relu](x + branch(x))`` with unchanged shape."""
+    Give exactly one of ``blocks`` (how many to remove), ``epsilon`` (remove every block whose branch output
+    is smaller than ``epsilon`` x its input, RMS ratio over ``data``) or ``budget`` (MACs / Params: remove
+    blocks until the model fits). ``scope=LatencyAware()`` ranks blocks by contribution per measured
+    millisecond saved instead of contribution alone. Candidates are found through the graph: a module whose
+    output is ``[relu](x + branch(x))`` with unchanged shape.
+
+    >>> BlockPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=32)).budget
+    MACs(fraction=0.5)
+    >>> BlockPruning(blocks=2, epsilon=0.1)
+    Traceback (most recent call last):
+    ...
+    netcompress.core.errors.ConfigError: BlockPruning needs exactly one of blocks= (how many), epsilon= (threshold) or budget= (MACs(0.5))
+    """
 
     blocks: int | None = None
     epsilon: float | None = None
+    budget: MACs | Params | None = None
+    scope: Global | LatencyAware = field(default_factory=Global)
     batches: int = 4
     batch_size: int = 64
     keep: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if (self.blocks is None) == (self.epsilon is None):
-            raise ConfigError("BlockPruning needs exactly one of blocks= (how many) or epsilon= (threshold)")
+        if sum(v is not None for v in (self.blocks, self.epsilon, self.budget)) != 1:
+            raise ConfigError("BlockPruning needs exactly one of blocks= (how many), epsilon= (threshold) or "
+                              "budget= (MACs(0.5))")
         if self.blocks is not None and (not isinstance(self.blocks, int) or self.blocks < 1):
             raise ConfigError(f"BlockPruning.blocks must be a positive integer, got {self.blocks!r}")
         if self.epsilon is not None and (not isinstance(self.epsilon, (int, float)) or self.epsilon <= 0):
             raise ConfigError(f"BlockPruning.epsilon must be a positive number, got {self.epsilon!r}")
+        if self.budget is not None and not isinstance(self.budget, (MACs, Params)):
+            raise ConfigError(f"BlockPruning.budget must be MACs(...) or Params(...), got {self.budget!r}")
+        if not isinstance(self.scope, (Global, LatencyAware)):
+            raise ConfigError(f"BlockPruning.scope must be Global() (rank by contribution) or LatencyAware() "
+                              f"(contribution per measured ms), got {self.scope!r}")
         object.__setattr__(self, "keep", tuple(self.keep))

@@ -5,7 +5,9 @@ like the input; it is replaced by ReLU (or Identity), which equals the block wit
 """
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import operator
 
 import torch
@@ -17,7 +19,7 @@ from ...graph import ChannelGraph, PrunePlan
 from ...graph.trace import shape_of, trace
 from ..api import PRUNE_TRANSFORMS
 from .channels import PruneResult, example_from
-from .config import BlockPruning
+from .config import BlockPruning, LatencyAware, MACs
 from .importance import _batches
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,53 @@ def zero_branches_(model: nn.Module, blocks: dict[str, tuple], names) -> nn.Modu
     return model
 
 
+def block_costs(model: nn.Module, graph: ChannelGraph, blocks: dict[str, tuple]) -> dict[str, dict[str, int]]:
+    """MACs (per sample, the graph's count) and params of each block's layers."""
+    out = {}
+    for n in blocks:
+        macs = sum(len(layer.out_labels) * (1 if layer.depthwise else len(layer.in_labels)) * layer.kernel
+                   * layer.spatial for layer in graph.layers if layer.module.startswith(n + "."))
+        out[n] = {"macs": macs, "params": sum(p.numel() for p in model.get_submodule(n).parameters())}
+    return out
+
+
+def block_latency(model: nn.Module, blocks: dict[str, tuple], scope: LatencyAware) -> dict[str, float]:
+    """Milliseconds one call of each block takes alone at ``scope.batch_size`` (measured on a copy; blocks
+    of the same shape are measured once)."""
+    from ...measure.latency import measure_latency
+
+    cache: dict[tuple, float] = {}
+    out = {}
+    for n, (*_, x) in blocks.items():
+        block = model.get_submodule(n)
+        key = (type(block).__name__, tuple(x.shape[1:]), tuple(tuple(p.shape) for p in block.parameters()))
+        if key not in cache:
+            xb = x[:1].expand(scope.batch_size, *x.shape[1:]).contiguous()
+            cache[key] = measure_latency(copy.deepcopy(block).eval(), xb, warmup=2, repeats=scope.repeats,
+                                         threads=scope.threads).median_ms
+        out[n] = cache[key]
+    return out
+
+
+def _within_budget(model, graph, candidates, ranked, config):
+    """The shortest prefix of ``ranked`` whose removal fits ``config.budget``, or a ConfigError."""
+    key = "macs" if isinstance(config.budget, MACs) else "params"
+    dense = graph.cost(None)[key]
+    target = config.budget.fraction * dense
+    cost = block_costs(model, graph, candidates)
+    left = dense
+    for k, n in enumerate(ranked):
+        if left <= target:
+            return ranked[:k]
+        left -= cost[n][key]
+    if left <= target:
+        return ranked
+    raise ConfigError(f"budget {config.budget} cannot be met by removing blocks: all {len(ranked)} removable "
+                      f"blocks leave {left / dense:.4f} of the {key}; the best reachable is "
+                      f"{type(config.budget).__name__}({math.ceil(left / dense * 1e4) / 1e4}); combine with "
+                      "ChannelPruning for more")
+
+
 def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, data=None, plan_path=None,
                  force: bool = False) -> PruneResult:
     """Replace the residual blocks ``config`` selects; the model changes only if the call succeeds.
@@ -150,8 +199,17 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
                           "unchanged shape) outside keep=")
     contrib = block_contributions(model, candidates, data if data is not None else (x,), config.batches,
                                   config.batch_size)
-    ranked = sorted(candidates, key=contrib.__getitem__)
-    if config.blocks is not None:
+    graph = ChannelGraph(model, x)
+    report = {"contributions": contrib}
+    if isinstance(config.scope, LatencyAware):  # least contribution per millisecond saved goes first
+        ms = block_latency(model, candidates, config.scope)
+        report["block_ms"] = ms
+        ranked = sorted(candidates, key=lambda n: contrib[n] / max(ms[n], 1e-9))
+    else:
+        ranked = sorted(candidates, key=contrib.__getitem__)
+    if config.budget is not None:
+        chosen = _within_budget(model, graph, candidates, ranked, config)
+    elif config.blocks is not None:
         if config.blocks > len(ranked):
             raise ConfigError(f"BlockPruning.blocks={config.blocks} but only {len(ranked)} blocks can be removed "
                               f"({', '.join(ranked)}); the best reachable is blocks={len(ranked)}")
@@ -159,13 +217,13 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     else:
         chosen = [n for n in ranked if contrib[n] < config.epsilon]
     plan = PrunePlan(replace={n: candidates[n][1] for n in chosen})
-    before = ChannelGraph(model, x).cost(None)
+    before = graph.cost(None)
     if plan_path is not None:
         plan.save(plan_path, force=force)
     plan.apply(model)
     after = ChannelGraph(model, x).cost(None)
     log.info("depth pruning removed %s (contributions %s)", chosen, {n: round(contrib[n], 4) for n in chosen})
-    return PruneResult(plan, before, after, {"contributions": contrib})
+    return PruneResult(plan, before, after, report)
 
 
 @PRUNE_TRANSFORMS.register(BlockPruning)

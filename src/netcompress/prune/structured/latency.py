@@ -107,8 +107,8 @@ def _standalone(mod: nn.Module, layer, n_in: int, n_out: int, batch: int):
     return op, torch.randn(batch, op.in_channels, *layer.in_shape[2:])
 
 
-def _greedy(graph, table, scores, target_ms, round_to, min_keep):
-    """Remove channel steps until the table predicts <= target_ms.
+def _greedy(graph, table, scores, done, round_to, min_keep):
+    """Remove channel steps (least importance lost per predicted ms saved) until ``done(pruned, ms)``.
 
     Returns the trajectory [(pruned-units mask, predicted ms)] from dense to the last step taken."""
     pruned = np.zeros(len(graph.group_of_unit), dtype=bool)
@@ -117,7 +117,7 @@ def _greedy(graph, table, scores, target_ms, round_to, min_keep):
     unit_ids = [graph.unit_of[[u[0] for u in grp.units]] for grp in graph.groups]
     current = table.predict(graph, pruned)
     path = [(pruned, current)]
-    while current > target_ms:
+    while not done(pruned, current):
         best = None
         for g, grp in enumerate(graph.groups):
             n = len(grp)
@@ -147,13 +147,10 @@ def solve_latency(model, graph, scores, config, example_inputs, comparable: bool
     (at most ``rounds`` measurements) to land within 5% of the asked speedup when the device allows."""
     budget = config.budget
     scores = normalised(scores, _as_global(config.scope), comparable)  # ranked across groups
-    table = LatencyTable(budget.batch_size, budget.threads, max(5, budget.repeats // 3), config.round_to)
-    table.build(model, graph)
-    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
-    xb = x[:1].expand(budget.batch_size, *x.shape[1:]).contiguous()
-    dense_ms = measure_latency(model, xb, warmup=3, repeats=budget.repeats, threads=budget.threads).median_ms
-    table.calibrate(graph, dense_ms)
-    path = _greedy(graph, table, scores, dense_ms / (budget.speedup * 2.5), config.round_to, config.min_channels)
+    table, xb, dense_ms = _calibrated_table(model, graph, example_inputs, budget.batch_size, budget.threads,
+                                            budget.repeats, max(5, budget.repeats // 3), config.round_to)
+    target_ms = dense_ms / (budget.speedup * 2.5)
+    path = _greedy(graph, table, scores, lambda _, ms: ms <= target_ms, config.round_to, config.min_channels)
     best_pred = dense_ms / path[-1][1]
     if best_pred < budget.speedup:
         raise ConfigError(f"budget {budget} cannot be met: removing every prunable channel down to "
@@ -191,6 +188,50 @@ def solve_latency(model, graph, scores, config, example_inputs, comparable: bool
               "dense_ms_alone": dense_ms, "table_layers": len(table._grids), "batch_size": budget.batch_size,
               **times}
     return path[pick][0], report
+
+
+def _calibrated_table(model, graph, example_inputs, batch_size, threads, repeats, table_repeats, round_to):
+    """(table calibrated on the measured dense model, batch input, dense ms)."""
+    table = LatencyTable(batch_size, threads, table_repeats, round_to).build(model, graph)
+    x = example_inputs[0] if isinstance(example_inputs, (tuple, list)) else example_inputs
+    xb = x[:1].expand(batch_size, *x.shape[1:]).contiguous()
+    dense_ms = measure_latency(model, xb, warmup=3, repeats=repeats, threads=threads).median_ms
+    table.calibrate(graph, dense_ms)
+    return table, xb, dense_ms
+
+
+def solve_budget_latency_aware(model, graph, scores, config, example_inputs, comparable: bool, extra_params: int = 0):
+    """(pruned units, report): a MACs/Params budget met by the latency-aware greedy (``LatencyAware`` scope).
+
+    The greedy removes the channels costing least importance per predicted millisecond saved and stops at
+    the first step inside the budget, so the MACs go where the device spends its time. Scores are taken as
+    shares of their group's total, which are comparable across groups whatever ``comparable`` says."""
+    from .config import MACs
+
+    scope, budget = config.scope, config.budget
+    key = "macs" if isinstance(budget, MACs) else "params"
+    extra = 0 if key == "macs" else extra_params
+    dense = graph.cost(None)[key] + extra
+    target = budget.fraction * dense
+    # a channel's score as its share of its group's total: removing a quarter of a 32-channel layer then costs
+    # more than a quarter of a 128-channel one. (Normalising by the group mean, as Global does, makes every
+    # channel ~1 and lets the greedy empty the thin, cheap-per-ms early layers first.)
+    scores = [s / s[np.isfinite(s)].sum() if np.isfinite(s).any() and s[np.isfinite(s)].sum() > 0 else s
+              for s in scores]
+    table, _, dense_ms = _calibrated_table(model, graph, example_inputs, scope.batch_size, scope.threads,
+                                           max(scope.repeats, 5), scope.repeats, config.round_to)
+    path = _greedy(graph, table, scores, lambda pruned, _: graph.cost(pruned)[key] + extra <= target,
+                   config.round_to, config.min_channels)
+    pruned, ms = path[-1]
+    reached = graph.cost(pruned)[key] + extra
+    if reached > target:
+        raise ConfigError(f"budget {budget} cannot be met: the latency-aware greedy, pruning every group down to "
+                          f"min_channels={config.min_channels}, leaves {reached / dense:.4f} of the {key}; the best "
+                          f"reachable is {type(budget).__name__}({math.ceil(reached / dense * 1e4) / 1e4})")
+    report = {"predicted_speedup": dense_ms / ms, "dense_ms_alone": dense_ms, "steps": len(path) - 1,
+              "table_layers": len(table._grids), "batch_size": scope.batch_size}
+    log.info("latency-aware %s budget met in %d steps, predicted speedup %.2fx", key, len(path) - 1, dense_ms / ms)
+    return pruned, report
 
 
 def _as_global(scope):
