@@ -79,3 +79,24 @@ def test_python_dash_m_works_the_same():
                          env={"PYTHONPATH": str(ROOT / "src")}, check=True).stdout
     for cmd in ("compress", "analyze", "sensitivity", "bench", "export", "demo", "train"):
         assert cmd in out
+
+
+def test_compress_weights_starts_from_a_trained_file(tmp_path, capsys):
+    import json
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    trained = tmp_path / "a" / "checkpoints" / "baseline.safetensors"
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "b"), "--no-progress", "--weights", str(trained)]) == 0
+    second = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert second["baseline"]["accuracy"] == first["baseline"]["accuracy"]  # the same weights, not retrained
+    events = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(e["event"] == "epoch" and e.get("stage") == "baseline" for e in events)  # no pretraining
+    assert str(trained.resolve()) in (tmp_path / "b" / "recipe.yaml").read_text()
+    assert second["recipe"]["model"]["pretrain"] is None
+    capsys.readouterr()
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "c"), "--weights", str(tmp_path / "nope.st")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.st" in err and not (tmp_path / "c").exists()

@@ -99,7 +99,7 @@ def cmd_compress(args) -> int:
     from .train import rank
 
     metrics = run_recipe(args.recipe, args.out, resume=args.resume, force=args.force, trusted=tuple(args.trust),
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, weights=args.weights)
     if metrics is not None and rank() == 0:
         _print_run(metrics, Path(args.out))
     return 0
@@ -244,6 +244,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.add_argument("--trust", action="append", default=[], metavar="PKG",
                    help="allow model.factory to import from package PKG (importing runs its code)")
+    p.add_argument("--weights", metavar="FILE", help="start from this trained weights file (.safetensors) instead "
+                   "of the recipe's model.weights / model.pretrain")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_compress)
 

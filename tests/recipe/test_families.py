@@ -34,6 +34,14 @@ def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
     fp32_onnx = (art / "baseline.onnx").stat().st_size
     assert fp32_onnx >= 4 * b["params"]  # weights inside the file, not in a side file
     assert f["bytes_on_disk"] < 0.7 * fp32_onnx  # int8 weights of the pruned model (QDQ scales weigh a lot at width 4)
+    lat, r = m["latency_ms"]["b1"], m["ratios"]
+    # same-runtime ratio from its own onnxruntime A/B loop; the user-facing one from the torch loop
+    assert r["speedup_same_runtime_onnx_x"]["b1"] == lat["baseline_onnx"] / lat["final_onnx"]
+    assert r["speedup_vs_torch_eager_x"]["b1"] == lat["baseline_torch"] / lat["final_onnx_vs_torch"]
+    import onnx
+
+    graph = onnx.load(str(art / "model-int8.onnx")).graph  # compacted for shipping: short names, no debug data
+    assert max(len(t.name) for t in graph.initializer) <= 8 and not any(n.metadata_props for n in graph.node)
     torch_final = m["stages"][-1]["accuracy"]
     assert abs(f["accuracy"] - torch_final) <= 0.05  # int8 onnxruntime vs the torch model it came from
     # resume of a finished run rebuilds the pruned structure and gives the same numbers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any, Optional, Union
 
 from pydantic import Field, field_validator
@@ -118,6 +119,7 @@ class ExportParams(StageParams):
     verify: bool = True
     opset: int = Field(18, ge=13, le=21)
     atol: float = Field(1e-4, gt=0, le=1)
+    compact: bool = True  # ONNX files: short tensor names, no debug metadata (export.compact_onnx)
 
     @field_validator("formats", mode="after")
     @classmethod
@@ -146,6 +148,10 @@ def run_export(ctx, params: ExportParams) -> None:
     deploy = params.deploy or params.formats[0]
     for fmt in params.formats:
         for name, path in EXPORTERS.get(fmt)(ctx, params, ctx.artifacts_dir / "model").items():
+            if params.compact and Path(path).suffix == ".onnx":
+                from ..export import compact_onnx
+
+                compact_onnx(path)
             ctx.add_artifact(name, path, deploy=(name == deploy))
 
 

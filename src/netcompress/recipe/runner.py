@@ -51,8 +51,8 @@ def prepare_run_dir(out: Path, recipe: Recipe, resume: bool, force: bool) -> dic
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"{state_path} is unreadable ({exc}); start a new run with --force") from None
             if state.get("format") != STATE_FORMAT or state.get("recipe_hash") != _recipe_hash(recipe):
-                raise CheckpointError(f"cannot resume {out}: it was started with a different recipe; "
-                                      "use the original recipe, or a new --out")
+                raise CheckpointError(f"cannot resume {out}: it was started with a different recipe (or --weights); "
+                                      "use the original ones, or a new --out")
             return state
         if not force:
             hint = "pass --resume to continue it, or " if state_path.is_file() else ""
@@ -145,10 +145,27 @@ def _baseline(ctx: RunContext) -> None:
         ctx.log_event("stage_end", **ctx.state["baseline_point"])
 
 
+def with_weights(recipe: Recipe, weights: str | Path, recipe_text: Optional[str] = None) -> tuple[Recipe, str]:
+    """``recipe`` starting from the trained ``weights`` file (no pretraining); returns it and the text
+    to keep as the run's recipe.yaml (the effective recipe, so a resume sees what really ran)."""
+    import yaml
+
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise CheckpointError(f"--weights {weights}: no such file")
+    model = recipe.model.model_copy(update={"weights": str(path), "pretrain": None})
+    new = recipe.model_copy(update={"model": model})
+    note = f"# {recipe.source} with model.weights = {path} (--weights), model.pretrain dropped\n"
+    return new, note + yaml.safe_dump(recipe_to_dict(new), sort_keys=False)
+
+
 def run_recipe(recipe: Recipe | str | Path, out: str | Path, *, resume: bool = False, force: bool = False,
                trusted: tuple[str, ...] = (), progress: bool = True, recipe_text: Optional[str] = None,
-               measure_final: bool = True) -> Optional[dict]:
+               measure_final: bool = True, weights: str | Path | None = None) -> Optional[dict]:
     """Run ``recipe`` into directory ``out``; returns the metrics.json content (None on non-main ranks).
+
+    ``weights``: start from this trained weights file instead of the recipe's ``model.weights`` or
+    ``model.pretrain`` (the model you already trained, the recipe's compression on top of it).
 
     >>> # see recipes/*.yaml and ``netcompress compress --help``
     """
@@ -159,6 +176,8 @@ def run_recipe(recipe: Recipe | str | Path, out: str | Path, *, resume: bool = F
         base_dir = Path(recipe).resolve().parent
         recipe_text = Path(recipe).read_text(encoding="utf-8")
         recipe = load_recipe(recipe)
+    if weights is not None:
+        recipe, recipe_text = with_weights(recipe, weights, recipe_text)
     check_trusted(recipe.model, tuple(trusted))
     out = Path(out)
     is_main = rank() == 0
