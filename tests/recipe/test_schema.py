@@ -37,7 +37,7 @@ CASES = [
     ("stages", [], "stages", ["at least 1"]),
     ("stages", "fine-tune", "stages", ["valid list"]),
     ("stages.0.type", "fine-tun", "stages[0].type", ["Did you mean 'fine-tune'", "export"]),
-    ("stages.0.type", "decompose", "stages[0].type", ["netcompress.lowrank"]),
+    ("stages.0.type", "exits", "stages[0].type", ["netcompress.dynamic"]),
     ("stages.0.type", DROP, "stages[0]", ["needs a 'type'"]),
     ("stages.0.epoch", 3, "stages[0].epoch", ["Did you mean 'epochs'"]),
     ("stages.0.epochs", "3", "stages[0].epochs", ["valid integer", "'3'"]),
