@@ -116,6 +116,33 @@ def test_a_shared_cache_runs_the_teacher_once_for_several_methods(digits8):
         Distiller(_mlp((8,), 0), _mlp((8,), 1), KD(), cache=cache)
 
 
+def test_the_cache_keeps_summaries_of_teacher_maps_and_the_losses_equal_uncached(digits8):
+    """Attention transfer caches (H, W) energy maps and FSP (C1, C2) flow matrices per sample, not the
+    (C, H, W) maps, and the cached losses equal the ones computed from the live teacher."""
+    teacher, student = _resnets()
+    data = _subset(digits8.train, 16)
+    x = data.tensors[0]
+    terms = [AttentionTransfer([("layer2", "layer2")]), FSP([(("layer1.0", "layer1"), ("layer1.0", "layer1"))])]
+    cache = TeacherCache()
+    cached = Distiller(teacher, student, terms, cache=cache, example_input=x[:2])
+    assert cached.precompute(data) == 16
+    _, entry = next(iter(cache.entries.values()))
+    with torch.no_grad():
+        c2, h2, w2 = teacher.layer2(teacher.layer1(F.relu(teacher.bn1(teacher.conv1(x[:1]))))).shape[1:]
+    assert entry["attention(p=2):layer2"].shape == (h2, w2) and c2 > 1  # not (C, H, W)
+    c1 = teacher.layer1[0].bn2.num_features
+    assert entry["fsp:layer1.0|layer1"].shape == (c1, c1)
+    live = Distiller(teacher, copy.deepcopy(student), terms, example_input=x[:2])
+    out = {}
+    for name, d in (("cached", cached), ("live", live)):
+        d.student.eval()
+        with d._student_taps:
+            out[name] = d.losses(x, d.student(x))
+    a, b = out["cached"], out["live"]
+    assert a.keys() == b.keys() == {"attention", "fsp"}
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5) and float(a[k].detach()) > 0 for k in a)
+
+
 def test_kd_is_the_finetuning_loss_of_a_masked_student(digits8):
     """A pruned student (parametrize mask) fine-tuned with KD: the mask holds and the student moves
     towards the teacher."""
