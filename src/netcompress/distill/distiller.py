@@ -12,7 +12,9 @@ hooks on the teacher only during its forward.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -20,7 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import ConfigError, ModelError
+from ..core.errors import CheckpointError, ConfigError, ModelError
+from ..core.io import atomic_write, ensure_writable
 from ..train import Callback, TrainConfig
 from ..train.evaluation import logits_of, model_device
 from ..train.trainer import build_optimizer
@@ -30,7 +33,7 @@ from .terms import FSP, KD, AttentionTransfer, Hint, LogitRegression, Term, stud
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Distiller", "TeacherCache", "train_hints"]
+__all__ = ["Distiller", "TeacherCache", "teacher_fingerprint", "teacher_targets", "train_hints"]
 
 Selector = Callable[[Any], "torch.Tensor | Sequence[torch.Tensor]"]
 
@@ -47,44 +50,105 @@ def _make_adapter(s_shape: torch.Size, t_shape: torch.Size, name: str) -> nn.Mod
 
 
 class TeacherCache:
-    """Per-sample teacher outputs on the CPU, keyed by an input fingerprint: the logits and, per
+    """Per-sample teacher outputs on the CPU, keyed by a hash of the input's values: the logits and, per
     feature term, the teacher-side target it needs (see ``teacher_targets``): the attention energy map
     (H*W floats) for attention transfer, the flow matrix (C1*C2) for FSP, the whole map only for hints.
 
     Pass one instance as ``cache=`` to several Distillers of the same teacher to run the teacher once
-    for all of them (e.g. comparing distillation methods on the same transfer set)."""
+    for all of them (e.g. comparing distillation methods on the same transfer set); ``save`` /
+    ``load`` keep it on disk (safetensors) for later runs with the same teacher."""
+
+    FORMAT = "netcompress-teacher-cache-1"
 
     def __init__(self):
         self.teacher: Optional[nn.Module] = None
-        self.entries: dict[float, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
-        self._proj: Optional[torch.Tensor] = None
+        self.entries: dict[bytes, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def keys_for(self, x: torch.Tensor) -> list[float]:
-        # a random projection per sample: equal inputs give equal keys, distinct ones collide with
-        # negligible probability in float64
-        flat = x.detach().flatten(1).to("cpu", torch.float64)
-        if self._proj is None or self._proj.numel() != flat.shape[1]:
-            gen = torch.Generator().manual_seed(0x5EED)
-            self._proj = torch.randn(flat.shape[1], generator=gen, dtype=torch.float64)
-        return (flat @ self._proj).tolist()
+    @staticmethod
+    def keys_for(x: torch.Tensor) -> list[bytes]:
+        # a hash of the exact values (logical order, so channels-last batches give the same keys): equal
+        # inputs hit in any process, and a float fingerprint cannot drift with the BLAS summation order
+        rows = x.detach().flatten(1).to("cpu").contiguous().numpy()
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
 
-    def lookup(self, keys: list[float], names: Sequence[str]):
+    def lookup(self, keys: list[bytes], names: Sequence[str]):
         """(logits, {target name: tensor}) stacked for ``keys``, or None when any of them is missing."""
         rows = [self.entries.get(k) for k in keys]
         if any(r is None or any(n not in r[1] for n in names) for r in rows):
             return None
         return torch.stack([r[0] for r in rows]), {n: torch.stack([r[1][n] for r in rows]) for n in names}
 
-    def store(self, keys: list[float], logits: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
+    def store(self, keys: list[bytes], logits: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
         logits = logits.detach().cpu()
         feats = {n: f.detach().cpu() for n, f in feats.items()}
         for i, k in enumerate(keys):
             old = self.entries.get(k, (None, {}))[1]
             # clone: a row view would keep the whole batch tensor alive
             self.entries[k] = (logits[i].clone(), {**old, **{n: f[i].clone() for n, f in feats.items()}})
+
+    def save(self, path, teacher: Optional[nn.Module] = None, force: bool = False) -> Path:
+        """Write the cache as safetensors, with a fingerprint of the teacher's weights that ``load`` checks."""
+        from safetensors.torch import save_file
+
+        teacher = teacher if teacher is not None else self.teacher
+        if teacher is None:
+            raise ConfigError("TeacherCache.save needs the teacher (to fingerprint it): pass teacher=")
+        if not self.entries:
+            raise ConfigError("the TeacherCache is empty; fill it (Distiller.precompute) before saving")
+        path = ensure_writable(path, force)
+        keys = list(self.entries)
+        tensors = {"keys": torch.tensor([list(k) for k in keys], dtype=torch.uint8),
+                   "logits": torch.stack([self.entries[k][0] for k in keys])}
+        for name in sorted({n for _, t in self.entries.values() for n in t}):
+            have = [k for k in keys if name in self.entries[k][1]]
+            tensors[f"keys/{name}"] = torch.tensor([list(k) for k in have], dtype=torch.uint8)
+            tensors[f"target/{name}"] = torch.stack([self.entries[k][1][name] for k in have])
+        meta = {"format": self.FORMAT, "teacher": teacher_fingerprint(teacher)}
+        return atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p), meta))
+
+    @classmethod
+    def load(cls, path, teacher: nn.Module) -> "TeacherCache":
+        """Read a cache written by ``save``; refuses a file made by another teacher (weights fingerprint)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"teacher cache {path} does not exist; check the path or build it with "
+                                  "Distiller.precompute() and TeacherCache.save()")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"teacher cache {path} is truncated or corrupt ({exc}); re-create it") from None
+        if meta.get("format") != cls.FORMAT or "keys" not in tensors or "logits" not in tensors:
+            raise CheckpointError(f"{path} is not a teacher cache written by TeacherCache.save")
+        if meta.get("teacher") != teacher_fingerprint(teacher):
+            raise ConfigError(f"teacher cache {path} was made by a teacher with other weights; rebuild it "
+                              "for this teacher")
+        cache = cls()
+        cache.teacher = teacher
+        as_keys = lambda t: [bytes(row) for row in t.tolist()]  # noqa: E731
+        for k, logit in zip(as_keys(tensors["keys"]), tensors["logits"]):
+            cache.entries[k] = (logit, {})
+        for name in [k[len("target/"):] for k in tensors if k.startswith("target/")]:
+            for k, value in zip(as_keys(tensors[f"keys/{name}"]), tensors[f"target/{name}"]):
+                cache.entries[k][1][name] = value
+        return cache
+
+
+def teacher_fingerprint(model: nn.Module) -> str:
+    """sha256 of the shapes and values of the model's weights and buffers, in order (names left out, so
+    the same teacher inside a wrapper keeps its fingerprint)."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def teacher_targets(terms: Sequence[Term]) -> dict[str, tuple]:
