@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from benchmarks.common import OUT_DIR, machine, markdown_table, write_json
+from benchmarks.common import OUT_DIR, machine, markdown_table, trained_baseline, write_json
 from benchmarks.distill_common import setup, Jitter, cached_teacher, run, subset
 from netcompress.core.errors import NetcompressError
 from netcompress.distill import KD, Distiller, TeacherCache
@@ -25,7 +25,7 @@ from netcompress.train import TrainConfig, evaluate
 STUDENTS = {"30-30": ("mlp", {"hidden": (30, 30)}), "800-800": ("mlp_800_800", {})}
 
 
-def plot(rows, alone, path):
+def plot(rows, alone, path, teacher="MLP 1200-1200"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,7 +44,7 @@ def plot(rows, alone, path):
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
     ax.set_ylabel("test errors (of 10,000)")
-    ax.set_title("Fashion-MNIST: KD from MLP 1200-1200")
+    ax.set_title(f"Fashion-MNIST: KD from {teacher}")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -69,9 +69,9 @@ def main(argv=None):
     ap.add_argument("--alpha", type=float, default=0.9)
     ap.add_argument("--student-train", type=int, default=None,
                     help="seeded subset of the training split for every student run (default: all)")
-    ap.add_argument("--teacher", default="mlp_1200_1200", choices=["mlp_1200_1200", "mlp_800_800"],
-                    help="mlp_800_800: an unregularised 800-800 teacher (diagnostic: KD from a teacher that is "
-                         "better than the 30-30 student)")
+    ap.add_argument("--teacher", default="mlp_1200_1200", choices=["mlp_1200_1200", "mlp_800_800", "resnet20"],
+                    help="diagnostics: mlp_800_800 = an unregularised 800-800 teacher; resnet20 = the full-data "
+                         "ResNet-20 baseline (does a teacher far ahead of the students make KD pay?)")
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     args = ap.parse_args(argv)
     splits, kw = setup()
@@ -80,12 +80,17 @@ def main(argv=None):
                        scheduler="cosine", seed=0, progress=False)
     extra = (dict(dropout=args.teacher_dropout, input_dropout=args.input_dropout)
              if args.teacher == "mlp_1200_1200" else {})
-    teacher, teacher_s = cached_teacher(
-        f"{args.teacher}-jitter{args.jitter}-indrop{args.input_dropout}-drop{extra.get('dropout', 0)}",
-        lambda: create_model(args.teacher, **kw, **extra),
-        Jitter(splits.train, args.jitter), tcfg, {"data": splits.name, "n_train": len(splits.train), "model_kwargs": kw})
+    if args.teacher == "resnet20":  # the shared full-data dense baseline, far ahead of any MLP here
+        teacher, _ = trained_baseline("resnet20", splits)
+        teacher_s, how = 0.0, "dense baseline (benchmarks.common)"
+    else:
+        teacher, teacher_s = cached_teacher(
+            f"{args.teacher}-jitter{args.jitter}-indrop{args.input_dropout}-drop{extra.get('dropout', 0)}",
+            lambda: create_model(args.teacher, **kw, **extra), Jitter(splits.train, args.jitter), tcfg,
+            {"data": splits.name, "n_train": len(splits.train), "model_kwargs": kw})
+        how = f"{extra}, jitter {args.jitter}px, {args.teacher_epochs} epochs"
     t_test = evaluate(teacher, splits.test)
-    rows = [{"student": f"teacher {args.teacher}", "method": f"{extra}, jitter {args.jitter}px",
+    rows = [{"student": f"teacher {args.teacher}", "method": how,
              "T": None,
              "val_acc_%": 100 * evaluate(teacher, splits.val)["accuracy"], "test_acc_%": 100 * t_test["accuracy"],
              "test_errors": int(round((1 - t_test["accuracy"]) * t_test["n"])), "train_s": teacher_s}]
@@ -129,7 +134,7 @@ def main(argv=None):
     print()
     print(markdown_table(summary))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    plot(rows, alone, OUT_DIR / f"{out}.png")
+    plot(rows, alone, OUT_DIR / f"{out}.png", rows[0]["student"].replace("teacher ", ""))
     print(write_json(out, {"args": vars(args), "student_config": scfg.to_dict(),
                                         "teacher_config": tcfg.to_dict(), "rows": rows, "summary": summary}))
     print(machine())
