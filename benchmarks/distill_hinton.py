@@ -26,6 +26,8 @@ STUDENTS = {"30-30": ("mlp", {"hidden": (30, 30)}), "800-800": ("mlp_800_800", {
 
 
 def plot(rows, alone, path, teacher="MLP 1200-1200"):
+    """Test errors against T per student, with each student alone and the teacher as lines; ``rows`` as
+    in the JSON (``python -c`` can replot a finished run from benchmarks/out/distill_hinton.json)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,6 +43,8 @@ def plot(rows, alone, path, teacher="MLP 1200-1200"):
             ax.annotate(f"{student} T={T:g}: collapsed", (T, base), xytext=(T, base * 1.25), fontsize=7,
                         ha="right", color=color, arrowprops=dict(arrowstyle="->", color=color))
         ax.axhline(base, color=color, ls="--", lw=1, label=f"{student} alone")
+    if rows[0]["test_errors"] is not None:
+        ax.axhline(rows[0]["test_errors"], color="gray", ls=":", lw=1.5, label=f"teacher {teacher}")
     ax.set_xscale("log")
     ax.set_xlabel("temperature T")
     ax.set_ylabel("test errors (of 10,000)")
