@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.data import TensorDataset
 
-from netcompress.core.errors import ConfigError, ModelError
+from netcompress.core.errors import CheckpointError, ConfigError, ModelError, OutputExistsError
 from netcompress.distill import (FSP, KD, AttentionTransfer, Distiller, Hint, LogitRegression, TeacherCache, kd_loss,
                                  train_hints)
 from netcompress.models import create_model
@@ -114,6 +114,64 @@ def test_a_shared_cache_runs_the_teacher_once_for_several_methods(digits8):
     assert teacher.calls == 2
     with pytest.raises(ConfigError, match="another teacher"):
         Distiller(_mlp((8,), 0), _mlp((8,), 1), KD(), cache=cache)
+
+
+def test_the_cache_keeps_summaries_of_teacher_maps_and_the_losses_equal_uncached(digits8):
+    """Attention transfer caches (H, W) energy maps and FSP (C1, C2) flow matrices per sample, not the
+    (C, H, W) maps, and the cached losses equal the ones computed from the live teacher."""
+    teacher, student = _resnets()
+    data = _subset(digits8.train, 16)
+    x = data.tensors[0]
+    terms = [AttentionTransfer([("layer2", "layer2")]), FSP([(("layer1.0", "layer1"), ("layer1.0", "layer1"))])]
+    cache = TeacherCache()
+    cached = Distiller(teacher, student, terms, cache=cache, example_input=x[:2])
+    assert cached.precompute(data) == 16
+    _, entry = next(iter(cache.entries.values()))
+    with torch.no_grad():
+        c2, h2, w2 = teacher.layer2(teacher.layer1(F.relu(teacher.bn1(teacher.conv1(x[:1]))))).shape[1:]
+    assert entry["attention(p=2):layer2"].shape == (h2, w2) and c2 > 1  # not (C, H, W)
+    c1 = teacher.layer1[0].bn2.num_features
+    assert entry["fsp:layer1.0|layer1"].shape == (c1, c1)
+    live = Distiller(teacher, copy.deepcopy(student), terms, example_input=x[:2])
+    out = {}
+    for name, d in (("cached", cached), ("live", live)):
+        d.student.eval()
+        with d._student_taps:
+            out[name] = d.losses(x, d.student(x))
+    a, b = out["cached"], out["live"]
+    assert a.keys() == b.keys() == {"attention", "fsp"}
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5) and float(a[k].detach()) > 0 for k in a)
+
+
+def test_a_saved_cache_serves_a_later_run_without_the_teacher_and_refuses_another_teacher(digits8, tmp_path):
+    t, student = _resnets()
+    data = _subset(digits8.train, 64)
+    terms = [KD(), AttentionTransfer([("layer2", "layer2")])]
+    cache = TeacherCache()
+    Distiller(t, copy.deepcopy(student), terms, cache=cache).precompute(data)
+    path = cache.save(tmp_path / "t.safetensors")
+    with pytest.raises(OutputExistsError):
+        cache.save(path)
+    teacher = copy.deepcopy(t)
+    calls = []
+    teacher.register_forward_pre_hook(lambda m, a: calls.append(1))
+    loaded = TeacherCache.load(path, teacher)
+    assert len(loaded) == 64
+    runs = []
+    for c, tt in ((cache, t), (loaded, teacher)):
+        s = copy.deepcopy(student)
+        Trainer(s, data, _cfg(epochs=1), callbacks=[Distiller(tt, s, terms, cache=c)]).fit()
+        runs.append(s)
+    assert not calls  # every batch came from the file
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].parameters(), runs[1].parameters()))
+    other = copy.deepcopy(t)
+    with torch.no_grad():
+        next(other.parameters())[0] += 1.0
+    with pytest.raises(ConfigError, match="other weights"):
+        TeacherCache.load(path, other)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        TeacherCache.load(path, t)
 
 
 def test_kd_is_the_finetuning_loss_of_a_masked_student(digits8):

@@ -12,7 +12,9 @@ hooks on the teacher only during its forward.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -20,7 +22,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import ConfigError, ModelError
+from ..core.errors import CheckpointError, ConfigError, ModelError
+from ..core.io import atomic_write, ensure_writable
 from ..train import Callback, TrainConfig
 from ..train.evaluation import logits_of, model_device
 from ..train.trainer import build_optimizer
@@ -30,7 +33,7 @@ from .terms import FSP, KD, AttentionTransfer, Hint, LogitRegression, Term, stud
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Distiller", "TeacherCache", "train_hints"]
+__all__ = ["Distiller", "TeacherCache", "teacher_fingerprint", "teacher_targets", "train_hints"]
 
 Selector = Callable[[Any], "torch.Tensor | Sequence[torch.Tensor]"]
 
@@ -47,41 +50,135 @@ def _make_adapter(s_shape: torch.Size, t_shape: torch.Size, name: str) -> nn.Mod
 
 
 class TeacherCache:
-    """Per-sample teacher outputs (logits, tapped features) on the CPU, keyed by an input fingerprint.
+    """Per-sample teacher outputs on the CPU, keyed by a hash of the input's values: the logits and, per
+    feature term, the teacher-side target it needs (see ``teacher_targets``): the attention energy map
+    (H*W floats) for attention transfer, the flow matrix (C1*C2) for FSP, the whole map only for hints.
 
     Pass one instance as ``cache=`` to several Distillers of the same teacher to run the teacher once
-    for all of them (e.g. comparing distillation methods on the same transfer set)."""
+    for all of them (e.g. comparing distillation methods on the same transfer set); ``save`` /
+    ``load`` keep it on disk (safetensors) for later runs with the same teacher."""
+
+    FORMAT = "netcompress-teacher-cache-1"
 
     def __init__(self):
         self.teacher: Optional[nn.Module] = None
-        self.entries: dict[float, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
-        self._proj: Optional[torch.Tensor] = None
+        self.entries: dict[bytes, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def keys_for(self, x: torch.Tensor) -> list[float]:
-        # a random projection per sample: equal inputs give equal keys, distinct ones collide with
-        # negligible probability in float64
-        flat = x.detach().flatten(1).to("cpu", torch.float64)
-        if self._proj is None or self._proj.numel() != flat.shape[1]:
-            gen = torch.Generator().manual_seed(0x5EED)
-            self._proj = torch.randn(flat.shape[1], generator=gen, dtype=torch.float64)
-        return (flat @ self._proj).tolist()
+    @staticmethod
+    def keys_for(x: torch.Tensor) -> list[bytes]:
+        # a hash of the exact values (logical order, so channels-last batches give the same keys): equal
+        # inputs hit in any process, and a float fingerprint cannot drift with the BLAS summation order
+        rows = x.detach().flatten(1).to("cpu").contiguous().numpy()
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
 
-    def lookup(self, keys: list[float], names: Sequence[str]):
+    def lookup(self, keys: list[bytes], names: Sequence[str]):
+        """(logits, {target name: tensor}) stacked for ``keys``, or None when any of them is missing."""
         rows = [self.entries.get(k) for k in keys]
         if any(r is None or any(n not in r[1] for n in names) for r in rows):
             return None
         return torch.stack([r[0] for r in rows]), {n: torch.stack([r[1][n] for r in rows]) for n in names}
 
-    def store(self, keys: list[float], logits: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
+    def store(self, keys: list[bytes], logits: torch.Tensor, feats: dict[str, torch.Tensor]) -> None:
         logits = logits.detach().cpu()
         feats = {n: f.detach().cpu() for n, f in feats.items()}
         for i, k in enumerate(keys):
             old = self.entries.get(k, (None, {}))[1]
             # clone: a row view would keep the whole batch tensor alive
             self.entries[k] = (logits[i].clone(), {**old, **{n: f[i].clone() for n, f in feats.items()}})
+
+    def save(self, path, teacher: Optional[nn.Module] = None, force: bool = False) -> Path:
+        """Write the cache as safetensors, with a fingerprint of the teacher's weights that ``load`` checks."""
+        from safetensors.torch import save_file
+
+        teacher = teacher if teacher is not None else self.teacher
+        if teacher is None:
+            raise ConfigError("TeacherCache.save needs the teacher (to fingerprint it): pass teacher=")
+        if not self.entries:
+            raise ConfigError("the TeacherCache is empty; fill it (Distiller.precompute) before saving")
+        path = ensure_writable(path, force)
+        keys = list(self.entries)
+        tensors = {"keys": torch.tensor([list(k) for k in keys], dtype=torch.uint8),
+                   "logits": torch.stack([self.entries[k][0] for k in keys])}
+        for name in sorted({n for _, t in self.entries.values() for n in t}):
+            have = [k for k in keys if name in self.entries[k][1]]
+            tensors[f"keys/{name}"] = torch.tensor([list(k) for k in have], dtype=torch.uint8)
+            tensors[f"target/{name}"] = torch.stack([self.entries[k][1][name] for k in have])
+        meta = {"format": self.FORMAT, "teacher": teacher_fingerprint(teacher)}
+        return atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, str(p), meta))
+
+    @classmethod
+    def load(cls, path, teacher: nn.Module) -> "TeacherCache":
+        """Read a cache written by ``save``; refuses a file made by another teacher (weights fingerprint)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"teacher cache {path} does not exist; check the path or build it with "
+                                  "Distiller.precompute() and TeacherCache.save()")
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"teacher cache {path} is truncated or corrupt ({exc}); re-create it") from None
+        if meta.get("format") != cls.FORMAT or "keys" not in tensors or "logits" not in tensors:
+            raise CheckpointError(f"{path} is not a teacher cache written by TeacherCache.save")
+        if meta.get("teacher") != teacher_fingerprint(teacher):
+            raise ConfigError(f"teacher cache {path} was made by a teacher with other weights; rebuild it "
+                              "for this teacher")
+        cache = cls()
+        cache.teacher = teacher
+        as_keys = lambda t: [bytes(row) for row in t.tolist()]  # noqa: E731
+        for k, logit in zip(as_keys(tensors["keys"]), tensors["logits"]):
+            cache.entries[k] = (logit, {})
+        for name in [k[len("target/"):] for k in tensors if k.startswith("target/")]:
+            for k, value in zip(as_keys(tensors[f"keys/{name}"]), tensors[f"target/{name}"]):
+                cache.entries[k][1][name] = value
+        return cache
+
+
+def teacher_fingerprint(model: nn.Module) -> str:
+    """sha256 of the shapes and values of the model's weights and buffers, in order (names left out, so
+    the same teacher inside a wrapper keeps its fingerprint)."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def teacher_targets(terms: Sequence[Term]) -> dict[str, tuple]:
+    """Target name -> (kind, teacher layers, option) of every teacher-side target the terms need.
+
+    Terms consume summaries of the teacher's maps, not the maps: caching C*H*W floats per sample and
+    layer for a ResNet-56 on 55k images would take gigabytes, its summaries take far less."""
+    out: dict[str, tuple] = {}
+    for term in terms:
+        if isinstance(term, Hint):
+            out[f"feature:{term.teacher}"] = ("feature", (term.teacher,), None)
+        elif isinstance(term, AttentionTransfer):
+            for _, t in term.pairs:
+                out[f"attention(p={term.p:g}):{t}"] = ("attention", (t,), term.p)
+        elif isinstance(term, FSP):
+            for _, (ta, tb) in term.pairs:
+                out[f"fsp:{ta}|{tb}"] = ("fsp", (ta, tb), None)
+    return out
+
+
+def _summarise(targets: dict[str, tuple], feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, (kind, layers, option) in targets.items():
+        if kind == "feature":
+            out[name] = feats[layers[0]]
+        elif kind == "attention":
+            out[name] = L.attention_energy(feats[layers[0]], option)
+        else:
+            out[name] = L.fsp_matrix(feats[layers[0]], feats[layers[1]])
+    return out
 
 
 class _Modes:
@@ -100,10 +197,10 @@ class Distiller(Callback):
 
     ``example_input``: a batch both models accept; checks the class counts and tap shapes up front,
     and is required to build the adapters of ``Hint`` terms. ``cache=True`` keeps the teacher's
-    logits and tapped features per sample on the CPU (keyed by a fingerprint of the input), so later
-    epochs skip the teacher; only for inputs without random augmentation (each new input is a miss and
-    is stored), and mind the memory of feature terms (C*H*W floats per sample and layer); a shared
-    ``TeacherCache`` serves several Distillers. ``student_logits`` selects the logits from the
+    logits and the targets of the feature terms per sample on the CPU (keyed by a fingerprint of the
+    input), so later epochs skip the teacher; only for inputs without random augmentation (each new
+    input is a miss and is stored). Attention transfer caches H*W floats per sample and layer, FSP
+    C1*C2 per pair, a hint the whole C*H*W map; a shared ``TeacherCache`` serves several Distillers. ``student_logits`` selects the logits from the
     student's outputs (default: the tensor, first of a tuple, or ``["logits"]``); it may return a
     list (one per early exit): logit terms are then averaged over the exits.
     """
@@ -125,6 +222,7 @@ class Distiller(Callback):
         self._student_taps = FeatureTaps(student, s_names, "student")
         self._teacher_names = t_names
         FeatureTaps(teacher, t_names, "teacher")
+        self._targets = teacher_targets(terms)
         self.adapters = nn.ModuleDict()
         if example_input is not None:
             self._probe(example_input)
@@ -172,7 +270,7 @@ class Distiller(Callback):
             with self._student_taps:
                 s_logits = self.select(self.student(x.to(model_device(self.student))))
                 s_feats = {n: self._student_taps[n] for n in self._student_taps.modules}
-            t_logits, t_feats = self._teacher_forward(x)
+            t_logits, t_targets = self._teacher_forward(x)
         finally:
             modes.restore()
         for logit in (s_logits if isinstance(s_logits, (list, tuple)) else [s_logits]):
@@ -180,12 +278,13 @@ class Distiller(Callback):
         for i, term in enumerate(self.terms):
             if isinstance(term, Hint) and term.adapter:
                 name = f"{term.student}->{term.teacher}"
-                adapter = _make_adapter(s_feats[term.student].shape, t_feats[term.teacher].shape, name)
+                adapter = _make_adapter(s_feats[term.student].shape, t_targets[f"feature:{term.teacher}"].shape, name)
                 self.adapters[str(i)] = adapter.to(model_device(self.student))
-        self._term_losses(s_feats, t_feats)  # raises for shapes that cannot be matched
+        self._term_losses(s_feats, t_targets)  # raises for shapes that cannot be matched
 
     # ------------------------------------------------------------------------------- forwards
     def _teacher_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, teacher targets) of one batch; see ``teacher_targets``."""
         if self.teacher.training:
             self.teacher.eval()  # someone called teacher.train(); dropout/BN updates would corrupt targets
         x = x.to(model_device(self.teacher))
@@ -195,14 +294,17 @@ class Distiller(Callback):
                 raise ModelError("the teacher's output holds no logits (a tensor, first of a tuple, or "
                                  "dict['logits'])")
             feats = {n: taps[n] for n in self._teacher_names}
-        return logits, feats
+            targets = _summarise(self._targets, feats)
+        return logits, targets
 
     def teacher_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The frozen teacher's (logits, tapped features) for ``x``, from the cache when enabled and filled."""
+        """The frozen teacher's (logits, targets of the terms) for ``x``, from the cache when enabled and
+        filled. Targets: ``feature:<layer>`` (hints), ``attention(p=2):<layer>`` (energy maps (B, H, W)),
+        ``fsp:<a>|<b>`` (flow matrices (B, C1, C2))."""
         if self.cache is None:
             return self._teacher_forward(x)
         keys = self.cache.keys_for(x)
-        hit = self.cache.lookup(keys, self._teacher_names)
+        hit = self.cache.lookup(keys, list(self._targets))
         if hit is not None:
             return hit
         logits, feats = self._teacher_forward(x)
@@ -219,7 +321,7 @@ class Distiller(Callback):
         return len(self.cache)
 
     # ---------------------------------------------------------------------------------- losses
-    def _term_losses(self, s_feats: dict, t_feats: dict, s_logits=None, t_logits=None) -> dict[str, torch.Tensor]:
+    def _term_losses(self, s_feats: dict, t_targets: dict, s_logits=None, t_logits=None) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         exits = s_logits if isinstance(s_logits, (list, tuple)) else [s_logits]
         for i, term in enumerate(self.terms):
@@ -237,16 +339,23 @@ class Distiller(Callback):
                 s = s_feats[term.student]
                 if str(i) in self.adapters:
                     s = self.adapters[str(i)](s)
-                out[f"hint:{term.student}"] = term.weight * L.hint_loss(s, t_feats[term.teacher].to(s.device))
+                t = t_targets[f"feature:{term.teacher}"].to(s.device)
+                out[f"hint:{term.student}"] = term.weight * L.hint_loss(s, t)
             elif isinstance(term, AttentionTransfer):
-                val = sum(L.attention_loss(s_feats[s], t_feats[t].to(s_feats[s].device), term.p)
-                          for s, t in term.pairs)
+                val = 0.0
+                for s, t in term.pairs:
+                    if s_feats[s].dim() != 4:  # the teacher side is a (B, H, W) summary by now
+                        raise ModelError(f"attention transfer: cannot match a {s_feats[s].dim()}-d feature "
+                                         f"{tuple(s_feats[s].shape)} (student {s!r}) with the teacher's conv "
+                                         f"map {t!r}; tap layers of the same kind (both conv)")
+                    t_energy = t_targets[f"attention(p={term.p:g}):{t}"].to(s_feats[s].device)
+                    val = val + L.attention_loss_from_energy(L.attention_energy(s_feats[s], term.p), t_energy)
                 out["attention"] = term.weight * val
             elif isinstance(term, FSP):
                 val = 0.0
                 for (sa, sb), (ta, tb) in term.pairs:
-                    dev = s_feats[sa].device
-                    val = val + L.fsp_loss((s_feats[sa], s_feats[sb]), (t_feats[ta].to(dev), t_feats[tb].to(dev)))
+                    t = t_targets[f"fsp:{ta}|{tb}"].to(s_feats[sa].device)
+                    val = val + L.fsp_loss_from_matrix((s_feats[sa], s_feats[sb]), t)
                 out["fsp"] = term.weight * val
         return out
 
@@ -256,8 +365,8 @@ class Distiller(Callback):
         if s_logits is None:
             raise ModelError("cannot find logits in the student's outputs; pass student_logits=")
         s_feats = {n: self._student_taps[n] for n in self._student_taps.modules}
-        t_logits, t_feats = self.teacher_outputs(inputs)
-        return self._term_losses(s_feats, t_feats, s_logits, t_logits)
+        t_logits, t_targets = self.teacher_outputs(inputs)
+        return self._term_losses(s_feats, t_targets, s_logits, t_logits)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
              task_loss: Callable[[Any, Any, Any], torch.Tensor] = None) -> torch.Tensor:

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from ..core.errors import ConfigError, ModelError
 
-__all__ = ["kd_loss", "logit_regression_loss", "hint_loss", "attention_map", "attention_loss",
-           "fsp_matrix", "fsp_loss", "check_temperature"]
+__all__ = ["kd_loss", "logit_regression_loss", "hint_loss", "attention_energy", "attention_map", "attention_loss",
+           "attention_loss_from_energy", "fsp_matrix", "fsp_loss", "fsp_loss_from_matrix", "check_temperature"]
 
 
 def check_temperature(temperature: float) -> float:
@@ -79,21 +79,42 @@ def _match_spatial(a: torch.Tensor, b: torch.Tensor, what: str) -> tuple[torch.T
     return F.adaptive_avg_pool2d(a, size), F.adaptive_avg_pool2d(b, size)
 
 
-def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """Spatial attention of Zagoruyko & Komodakis: mean over channels of |A|^p, flattened and
-    L2-normalised per sample. (B, C, H, W) -> (B, H*W)."""
+def attention_energy(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Unnormalised spatial attention: mean over channels of |A|^p. (B, C, H, W) -> (B, H, W).
+    H*W floats per sample instead of C*H*W, which is what a teacher cache keeps for attention transfer."""
     if feature.dim() != 4:
         raise ModelError(f"attention transfer needs conv feature maps (B, C, H, W); got shape "
                          f"{tuple(feature.shape)}; tap a conv layer or block instead")
-    am = feature.abs().pow(p).mean(dim=1)  # (B, H, W)
-    return F.normalize(am.flatten(1), dim=1)
+    return feature.abs().pow(p).mean(dim=1)
+
+
+def attention_map(feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Spatial attention of Zagoruyko & Komodakis: mean over channels of |A|^p, flattened and
+    L2-normalised per sample. (B, C, H, W) -> (B, H*W)."""
+    return F.normalize(attention_energy(feature, p).flatten(1), dim=1)
+
+
+def attention_loss_from_energy(student_energy: torch.Tensor, teacher_energy: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the L2-normalised attention maps, from ``attention_energy`` outputs
+    (B, H, W); different spatial sizes are matched by average-pooling the larger energy map."""
+    s, t = student_energy, teacher_energy.detach()
+    if s.dim() != 3 or t.dim() != 3 or s.shape[0] != t.shape[0]:
+        raise ModelError(f"attention transfer: energy maps must be (B, H, W) with the same batch; got "
+                         f"{tuple(s.shape)} and {tuple(t.shape)}")
+    if s.shape[-2:] != t.shape[-2:]:
+        size = (min(s.shape[-2], t.shape[-2]), min(s.shape[-1], t.shape[-1]))
+        s, t = F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)  # (B, H, W) read as (C, H, W)
+    return (F.normalize(s.flatten(1), dim=1) - F.normalize(t.flatten(1), dim=1)).pow(2).mean()
 
 
 def attention_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Mean squared difference of the normalised attention maps; channel counts may differ, and
-    different spatial sizes are matched by average-pooling the larger map."""
-    s, t = _match_spatial(student_feature, teacher_feature.detach(), "attention transfer")
-    return (attention_map(s, p) - attention_map(t, p)).pow(2).mean()
+    different spatial sizes are matched by average-pooling the larger (unnormalised) attention map."""
+    if student_feature.dim() != teacher_feature.dim():
+        raise ModelError(f"attention transfer: cannot match a {student_feature.dim()}-d feature "
+                         f"{tuple(student_feature.shape)} with a {teacher_feature.dim()}-d feature "
+                         f"{tuple(teacher_feature.shape)}; tap layers of the same kind (both conv)")
+    return attention_loss_from_energy(attention_energy(student_feature, p), attention_energy(teacher_feature, p))
 
 
 def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -110,8 +131,15 @@ def fsp_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 def fsp_loss(student_pair: tuple[torch.Tensor, torch.Tensor],
              teacher_pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Mean squared difference between the student's and the teacher's FSP matrices."""
-    gs = fsp_matrix(*student_pair)
-    gt = fsp_matrix(*(t.detach() for t in teacher_pair))
+    return fsp_loss_from_matrix(fsp_matrix(*student_pair), fsp_matrix(*(t.detach() for t in teacher_pair)))
+
+
+def fsp_loss_from_matrix(student_pair: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
+                         teacher_matrix: torch.Tensor) -> torch.Tensor:
+    """FSP loss against a precomputed teacher matrix (B, C1, C2) (what a teacher cache keeps);
+    ``student_pair`` is the student's matrix or its two feature maps."""
+    gs = student_pair if isinstance(student_pair, torch.Tensor) else fsp_matrix(*student_pair)
+    gt = teacher_matrix.detach()
     if gs.shape != gt.shape:
         raise ModelError(f"FSP: the student's flow matrix {tuple(gs.shape[1:])} and the teacher's "
                          f"{tuple(gt.shape[1:])} differ; FSP needs layer pairs with the same channel "
