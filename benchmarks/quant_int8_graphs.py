@@ -22,13 +22,11 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
-import torch
 
 from benchmarks.common import dataset, write_json
-from benchmarks.quant_int8_speed import _gap_graph, _ort_own_static
+from benchmarks.quant_int8_speed import _gap_graph, _ort_own_static, calibration_batches, shape_only_resnet20
 from netcompress.export import Int8Onnx, quantize_onnx, to_onnx
 from netcompress.measure import compare_latency, ort_callable, set_threads
-from netcompress.models import create_model
 from netcompress.quantize import Percentile
 
 
@@ -84,14 +82,8 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     set_threads(1)
     splits = dataset()
-    torch.manual_seed(0)
-    model = create_model("resnet20", in_channels=1, input_size=28)  # only the structure matters here
-    model.train()
-    with torch.no_grad():
-        for x, _ in list(torch.utils.data.DataLoader(splits.train, batch_size=256))[:8]:
-            model(x)
-    model.eval()
-    calib = [x for x, _ in torch.utils.data.DataLoader(splits.train, batch_size=32)][:16]
+    model = shape_only_resnet20(splits)  # only the structure matters here
+    calib = calibration_batches(splits)
     out = {"graphs": {}, "profile": {}, "timing": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
 from benchmarks.minilm_shape import MiniLMShape
-from netcompress.export import Int8Onnx, ort_session, quantize_onnx, run_onnx, to_onnx
+from netcompress.export import Int8Onnx, ort_session, quantize_onnx, to_onnx
 from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
 from netcompress.models import create_model
 from netcompress.quantize import Float16, Percentile, quantize_
@@ -43,6 +43,21 @@ class _Reader:
     def get_next(self):
         return next(self.it, None)
 
+
+
+def shape_only_resnet20(splits):
+    """ResNet-20 with random weights and BN statistics from real data: only the shape matters for latency."""
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_channels=1, input_size=28)
+    model.train()
+    with torch.no_grad():
+        for x, _ in list(torch.utils.data.DataLoader(splits.train, batch_size=256))[:8]:
+            model(x)
+    return model.eval()
+
+
+def calibration_batches(splits, n: int = 16, batch_size: int = 32) -> list:
+    return [x for x, _ in torch.utils.data.DataLoader(splits.train, batch_size=batch_size)][:n]
 
 def _ort_own_static(fp32: Path, out: Path, calib: list[np.ndarray], tuned: bool) -> Path:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -99,15 +114,10 @@ def resnet(tmp: Path, batches=(1, 32), repeats=30, trained=True):
     if trained:  # the shared full-data baseline (6 epochs, 55k images)
         model, metrics = trained_baseline("resnet20", splits)
         log.warning("resnet20 baseline test accuracy %.4f", metrics["accuracy"])
-    else:  # random weights, BN statistics from real data: only the shape matters for latency
-        torch.manual_seed(0)
-        model = create_model("resnet20", in_channels=1, input_size=28)
-        model.train()
-        with torch.no_grad():
-            for x, _ in list(torch.utils.data.DataLoader(splits.train, batch_size=256))[:8]:
-                model(x)
+    else:
+        model = shape_only_resnet20(splits)
     model.eval()
-    calib = [x for x, _ in torch.utils.data.DataLoader(splits.train, batch_size=32)][:16]
+    calib = calibration_batches(splits)
     fp32 = to_onnx(model, calib[0][:2], tmp / "r20.onnx")
     fp32_gap = _gap_graph(fp32, tmp / "r20_gap.onnx")
     ours = quantize_onnx(fp32, tmp / "r20_ours.onnx", Int8Onnx(observer=Percentile(99.999)), data=calib)
