@@ -6,12 +6,9 @@ architecture family's DepthwiseSeparable), e.g.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
-
-from pydantic import Field, field_validator
-
 from ..recipe.builtin import _calibration_data
-from ..recipe.registry import StageParams, register_stage
+from ..recipe.families import config_stage_params
+from ..recipe.registry import register_stage
 from .factor import DECOMPOSE_TRANSFORMS, decompose_
 
 
@@ -21,18 +18,9 @@ def decompose_types() -> dict[str, type]:
     return {t.__name__: t for t in DECOMPOSE_TRANSFORMS.config_types()}
 
 
-class DecomposeParams(StageParams):
-    """The low-rank config and how many training samples data-aware factorization may look at."""
-
-    config: Any
-    calibration: Optional[int] = Field(None, ge=1, le=100_000)
-
-    @field_validator("config", mode="before")
-    @classmethod
-    def _build(cls, v):
-        from ..recipe.families import _typed
-
-        return _typed(v, decompose_types(), "low-rank config", {})
+DecomposeParams = config_stage_params(
+    "DecomposeParams", "low-rank config", decompose_types, dict,
+    "The low-rank config and how many training samples data-aware factorization may look at.")
 
 
 def _apply_decompose(ctx, params: DecomposeParams) -> None:

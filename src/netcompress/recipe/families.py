@@ -65,18 +65,29 @@ def _typed(spec, types: dict, what: str, vocab) -> Any:
         raise ValueError(str(exc)) from None
 
 
+def config_stage_params(name: str, what: str, types, vocab, doc: str) -> type[StageParams]:
+    """Params of a stage that is one ``verb_(model, config, data)`` call: a typed ``config`` built from
+    ``types()`` (nested names from ``vocab()``) and how many training samples it may look at."""
+
+    class Params(StageParams):
+        config: Any
+        calibration: Optional[int] = Field(None, ge=1, le=100_000)
+
+        @field_validator("config", mode="before")
+        @classmethod
+        def _build(cls, v):
+            return _typed(v, types(), what, vocab())
+
+    Params.__name__ = Params.__qualname__ = name
+    Params.__doc__ = doc
+    return Params
+
+
 # ------------------------------------------------------------------------------------- quantize
 
-class QuantizeParams(StageParams):
-    """One ``quantize_(model, config, data)`` call: PTQ, QAT (then fine-tune), Binary, Ternary, Clustered, ..."""
-
-    config: Any
-    calibration: Optional[int] = Field(None, ge=1, le=100_000)
-
-    @field_validator("config", mode="before")
-    @classmethod
-    def _build(cls, v):
-        return _typed(v, quantize_types(), "quantization config", quantize_vocab())
+QuantizeParams = config_stage_params(
+    "QuantizeParams", "quantization config", quantize_types, quantize_vocab,
+    "One ``quantize_(model, config, data)`` call: PTQ, QAT (then fine-tune), Binary, Ternary, Clustered, ...")
 
 
 def _weight_bits(model, default: int, by_layer=()) -> dict[str, int]:
