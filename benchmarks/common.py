@@ -80,6 +80,24 @@ def trained_baseline(model_name: str, splits: Splits, seed: int = 0, retrain: bo
     return model, evaluate(model, splits.test)
 
 
+def continued_baseline(model_name: str, splits: Splits, epochs: int, lr: float, seed: int = 0):
+    """(model, test_metrics): the cached dense baseline trained ``epochs`` more with a fresh cosine schedule from
+    ``lr``, itself cached. Cheaper than a long run from scratch; used where a stronger teacher is needed."""
+    base, _ = trained_baseline(model_name, splits, seed=seed)
+    schedule = {**BASELINE_SCHEDULES[model_name], "epochs": epochs, "lr": lr}
+    payload = {"continues": _key({"model": model_name, "data": splits.name, "n_train": len(splits.train),
+                                  "seed": seed, "schedule": BASELINE_SCHEDULES[model_name]}),
+               "model": model_name, "data": splits.name, "schedule": schedule, "v": 1}
+    weights = CACHE_DIR / "baselines" / f"{model_name}-cont-{_key(payload)}.safetensors"
+    if weights.is_file():
+        load_weights_into(base, weights)
+    else:
+        Trainer(base, splits.train, TrainConfig(seed=seed + 1, progress=False, **schedule), val_data=splits.val).fit()
+        save_weights(base, weights, force=True)
+        weights.with_suffix(".json").write_text(json.dumps(payload, indent=1))
+    return base, evaluate(base, splits.test)
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     columns = columns or list(rows[0])
     fmt = lambda v: f"{v:,.4g}" if isinstance(v, float) else (f"{v:,}" if isinstance(v, int) else str(v))  # noqa: E731

@@ -77,6 +77,15 @@ def _ort_own_dynamic(fp32: Path, out: Path) -> Path:
     return out
 
 
+def _default_session(path: Path):
+    """onnxruntime's default CPU session (all its fusions), 1 thread: what a user of its quantizer alone gets."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def _onnx_mib(path: Path) -> float:
     """The graph plus any external-data file beside it."""
     extra = [p for p in Path(path).parent.glob(Path(path).name + "*") if p != Path(path)]
@@ -141,6 +150,7 @@ def resnet(tmp: Path, batches=(1, 32), repeats=30, trained=True):
             ref = model(x)
         cands = {"torch fp32 eager": model}
         cands.update({k: ort_callable(ort_session(p, threads=1)) for k, p in sessions.items()})
+        cands.update({k: ort_callable(_default_session(p)) for k, p in default_sessions.items()})
         stats, r = _time(cands, x, repeats, "onnxruntime fp32", warm_calls)
         r_torch = ratios(stats, "torch fp32 eager")
         for k, s in stats.items():
@@ -160,6 +170,7 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128, repeats_b32=None):
         warnings.simplefilter("ignore")
         fp32 = to_onnx(model, ids, tmp / "minilm.onnx", atol=1e-3)
     ours = quantize_onnx(fp32, tmp / "minilm_ours.onnx", Int8Onnx(static=False))
+    ours_am = quantize_onnx(fp32, tmp / "minilm_ours_am.onnx", Int8Onnx(static=False, activation_matmuls=True))
     own = _ort_own_dynamic(fp32, tmp / "minilm_ort_default.onnx")
     ao = {}
     for engine in ("x86", "onednn"):
@@ -170,8 +181,13 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128, repeats_b32=None):
                                                                 dtype=torch.qint8)
     bf16 = copy.deepcopy(model)
     quantize_(bf16, Float16(torch.bfloat16))
+    # ours run in our session (ort_session: residual LayerNorm left unfused); onnxruntime's quantizer output both in
+    # its own default session and in ours, so graph and runtime setting are separated
     sessions = {"onnxruntime fp32": fp32, "ours int8 dynamic s8 per-ch": ours,
-                "onnxruntime quantize_dynamic (defaults)": own}
+                "ours int8 dynamic + activation matmuls": ours_am,
+                "onnxruntime quantize_dynamic (defaults), our session": own}
+    default_sessions = {"onnxruntime fp32, default session": fp32,
+                        "onnxruntime quantize_dynamic (defaults), default session": own}
     rows = []
     for b in batches:
         x = torch.randint(0, 30522, (b, seq))
@@ -179,6 +195,7 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128, repeats_b32=None):
             ref = model(x)
         cands = {"torch fp32 eager": model}
         cands.update({k: ort_callable(ort_session(p, threads=1)) for k, p in sessions.items()})
+        cands.update({k: ort_callable(_default_session(p)) for k, p in default_sessions.items()})
 
         def run_ao(engine):
             def f(t):
@@ -191,11 +208,13 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128, repeats_b32=None):
         cands["torch bf16"] = bf16
         stats, r = _time(cands, x, repeats if b == 1 or not repeats_b32 else repeats_b32, "torch fp32 eager")
         r_ort = ratios(stats, "onnxruntime fp32")
+        r_own = ratios(stats, "onnxruntime quantize_dynamic (defaults), default session")
         for k, s in stats.items():
             rows.append({"model": "minilm-shape", "batch": b, "timing": "cold", "variant": k,
                          "median_ms": s.median_ms, "p10_ms": s.p10_ms, "p90_ms": s.p90_ms,
-                         "vs_torch_fp32": r[k], "vs_ort_fp32": r_ort[k],
-                         "file_MiB": _onnx_mib(sessions[k]) if k in sessions else float("nan"),
+                         "vs_torch_fp32": r[k], "vs_ort_fp32": r_ort[k], "vs_ort_quantizer": r_own[k],
+                         "file_MiB": _onnx_mib({**sessions, **default_sessions}[k])
+                         if k in {**sessions, **default_sessions} else float("nan"),
                          "max_abs_diff": _max_diff(cands[k], ref, x)})
     return rows
 
@@ -219,7 +238,8 @@ def main():
             rows += resnet(tmp, repeats=args.repeats or (10 if args.quick else 300), trained=not args.random_weights)
         if args.only in (None, "minilm"):
             rows += minilm(tmp, repeats=args.repeats or (5 if args.quick else 20), repeats_b32=args.repeats_b32)
-    cols = ["model", "batch", "timing", "variant", "median_ms", "vs_torch_fp32", "vs_ort_fp32", "file_MiB", "max_abs_diff"]
+    cols = ["model", "batch", "timing", "variant", "median_ms", "vs_torch_fp32", "vs_ort_fp32", "vs_ort_quantizer",
+            "file_MiB", "max_abs_diff"]
     print(markdown_table(rows, cols))
     print(f"load average before: {load}, after: {os.getloadavg()}, wall {time.time() - t0:.0f}s")
     write_json("quant_int8_speed" + (f"_{args.only}" if args.only else ""),

@@ -140,3 +140,42 @@ def test_only_spatial_means_become_global_average_pool(axes, keepdims, rewritten
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     assert spatial_means_to_gap(model) == int(rewritten)
     assert [n.op_type for n in model.graph.node] == ["GlobalAveragePool" if rewritten else "ReduceMean"]
+
+
+class _Attention(torch.nn.Module):
+    """One self-attention block with a residual LayerNorm: the transformer patterns the int8 path must handle."""
+
+    def __init__(self, d: int = 16):
+        super().__init__()
+        self.qkv, self.out, self.ln = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d), torch.nn.LayerNorm(d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        att = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)
+        return self.ln(x + self.out(att @ v))
+
+
+def test_activation_matmuls_quantized_only_when_asked(tmp_path):
+    from netcompress.export import quantize_onnx, to_onnx
+
+    torch.manual_seed(0)
+    m, x = _Attention().eval(), torch.randn(2, 8, 16)
+    fp32 = to_onnx(m, x, tmp_path / "att.onnx")
+    fp32_matmuls = sum(n.op_type == "MatMul" for n in onnx.load(str(fp32)).graph.node)
+    left = {}
+    for flag in (False, True):
+        path = quantize_onnx(fp32, tmp_path / f"att_{flag}.onnx", Int8Onnx(static=False, activation_matmuls=flag))
+        left[flag] = sum(n.op_type == "MatMul" for n in onnx.load(str(path)).graph.node)
+        assert np.abs(run_onnx(ort_session(path), x) - m(x).detach().numpy()).max() < 0.1
+    assert fp32_matmuls == 4  # qkv, QK^T, AV, out
+    assert left[False] == 2 and left[True] == 0  # the two activation x activation MatMuls stay fp32 by default
+
+
+def test_ort_session_leaves_residual_layernorm_unfused(tmp_path):
+    from netcompress.export import to_onnx
+
+    m, x = _Attention().eval(), torch.randn(2, 8, 16)
+    fp32 = to_onnx(m, x, tmp_path / "att.onnx")
+    ort_session(fp32, optimized_path=tmp_path / "ran.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node]
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops

@@ -164,8 +164,18 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
     return path
 
 
-def ort_session(path: str | Path, threads: int = 1):
-    """An onnxruntime CPU session with fixed threads and all graph optimisations."""
+# Graph rewrites left off in every session we open. onnxruntime 1.31's CPU SkipLayerNormalization kernel (the
+# fusion of a residual Add into the LayerNormalization after it) measured 8x slower per call than the plain
+# LayerNormalization kernel on this CPU: a MiniLM-shaped encoder runs 1.2x faster at batch 1 (fp32 and int8) with
+# the fusion off (benchmarks/RESULTS.md, issue 5). Users running our files in their own onnxruntime session can
+# pass the same list: InferenceSession(path, opts, disabled_optimizers=ORT_DISABLED_OPTIMIZERS).
+ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+def ort_session(path: str | Path, threads: int = 1, optimized_path: str | Path | None = None):
+    """An onnxruntime CPU session with fixed threads and all graph optimisations but ``ORT_DISABLED_OPTIMIZERS``.
+
+    ``optimized_path``: also write the graph onnxruntime will run (after its fusions) there, to inspect it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -174,8 +184,11 @@ def ort_session(path: str | Path, threads: int = 1):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
 
