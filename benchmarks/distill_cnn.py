@@ -1,10 +1,11 @@
 """CNN distillation on Fashion-MNIST: teacher ResNet-56 -> students ResNet-20 and LeNet-5, trained
 alone, with KD, FitNet (hint stage then KD), attention transfer, FSP, and KD+AT.
 
-    python -m benchmarks.distill_cnn [--epochs 3] [--student-train 20000] [--students resnet20 lenet5]
+    python -m benchmarks.distill_cnn [--seed 0] [--epochs 3] [--student-train 20000] [--students resnet20 lenet5]
 
-The teacher is the shared full-data dense baseline ``trained_baseline("resnet56")`` (``--teacher
-subset``: a ResNet-56 trained here on a seeded subset, for quick checks). Every student run of one
+The teacher is the shared full-data ResNet-56 trained 6 + 8 epochs (``distill_common.resnet56_teacher``;
+``--teacher baseline``: the 6-epoch baseline only; ``--teacher subset``: a ResNet-56 trained here on a seeded
+subset, for quick checks). ``--seed`` changes the student's initialisation and data order. Every student run of one
 student uses the same data, the student's own dense-baseline schedule (benchmarks.common) and the same
 number of epochs (FitNet's hint stage counts towards them). The teacher runs once over the training
 data: its logits and the small summaries the feature terms need (attention energy maps, FSP matrices;
@@ -20,7 +21,7 @@ import time
 import torch
 
 from benchmarks.common import BASELINE_SCHEDULES, machine, markdown_table, trained_baseline, write_json
-from benchmarks.distill_common import setup, cached_teacher, run, subset
+from benchmarks.distill_common import cached_teacher, resnet56_teacher, run, setup, subset
 from netcompress.distill import FSP, KD, AttentionTransfer, Distiller, Hint, TeacherCache, train_hints
 from netcompress.models import create_model
 from netcompress.train import TrainConfig, evaluate
@@ -55,6 +56,8 @@ SUBSET_SCHEDULE = dict(batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, we
 
 def teacher_model(splits, args, kw):
     """(teacher, description): the shared full-data ResNet-56 baseline, or a subset-trained one."""
+    if args.teacher == "continued":
+        return resnet56_teacher(splits)
     if args.teacher == "baseline":
         model, _ = trained_baseline("resnet56", splits)
         return model, f"dense baseline, {len(splits.train)} imgs x {BASELINE_SCHEDULES['resnet56']['epochs']} ep"
@@ -65,14 +68,16 @@ def teacher_model(splits, args, kw):
     return model, f"subset, {len(data)} imgs x {args.teacher_epochs} ep"
 
 
-def student_config(student: str, epochs: int) -> TrainConfig:
+def student_config(student: str, epochs: int, seed: int = 0) -> TrainConfig:
     """The student's dense-baseline schedule (LeNet-5 clips gradients there) with ``epochs``."""
-    return TrainConfig(**{**BASELINE_SCHEDULES[student], "epochs": epochs}, seed=0, progress=False)
+    return TrainConfig(**{**BASELINE_SCHEDULES[student], "epochs": epochs}, seed=seed, progress=False)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--teacher", choices=["baseline", "subset"], default="baseline")
+    ap.add_argument("--teacher", choices=["continued", "baseline", "subset"], default="continued",
+                    help="continued: the 6-epoch baseline trained 8 epochs more (default); baseline: 6 epochs only")
+    ap.add_argument("--seed", type=int, default=0, help="student initialisation and data order")
     ap.add_argument("--teacher-train", type=int, default=5000, help="with --teacher subset")
     ap.add_argument("--teacher-epochs", type=int, default=3, help="with --teacher subset")
     # a 20k transfer set x 3 epochs fits the shared 2-core machine (6 ResNet-20 runs ~16 core-minutes);
@@ -88,6 +93,7 @@ def main(argv=None):
     test = splits.test if args.test is None else subset(splits.test, args.test)
     train = subset(splits.train, args.student_train, seed=1) if args.student_train else splits.train
     name = "distill_cnn" if args.students == list(METHODS) else "distill_cnn_" + "_".join(args.students)
+    name += f"_seed{args.seed}" if args.seed else ""
     teacher, how = teacher_model(splits, args, kw)
     t_acc = evaluate(teacher, test)["accuracy"]
     rows = [{"student": "teacher resnet56", "method": how, "test_acc_%": 100 * t_acc,
@@ -106,8 +112,8 @@ def main(argv=None):
         for method, terms in METHODS[student].items():
             if args.methods and method not in args.methods:
                 continue
-            cfg = student_config(student, args.epochs)
-            torch.manual_seed(0)
+            cfg = student_config(student, args.epochs, args.seed)
+            torch.manual_seed(args.seed)
             model = create_model(student, **kw)
             hint_s = 0.0
             if method == "FitNet":  # stage 1: hints only, 1 epoch of the budget; stage 2: KD
@@ -118,12 +124,12 @@ def main(argv=None):
             cbs = [Distiller(teacher, model, terms, cache=cache, example_input=x)] if terms else []
             r = run(model, train, cfg, test, cbs)
             r["train_s"] += hint_s
-            rows.append({"student": student, "method": method, **r})
+            rows.append({"student": student, "method": method, "seed": args.seed, **r})
             logging.info("%s", rows[-1])
             write_json(name, {"args": vars(args), "partial": True, "teacher_cache_s": cache_s, "rows": rows})
 
     print(markdown_table(rows, ["student", "method", "test_acc_%", "test_errors", "train_s"]))
-    configs = {s: student_config(s, args.epochs).to_dict() for s in args.students}
+    configs = {s: student_config(s, args.epochs, args.seed).to_dict() for s in args.students}
     print(write_json(name, {"args": vars(args), "student_configs": configs, "teacher_cache_s": cache_s,
                             "n_train": len(train), "n_test": len(test), "rows": rows}))
     print(machine())

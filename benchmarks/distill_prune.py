@@ -1,12 +1,12 @@
 """KD as the fine-tuning loss after pruning. The shared full-data dense ResNet-20 baseline is pruned,
 then fine-tuned with the same budget by cross-entropy alone vs cross-entropy + KD from the dense
-model itself (the usual "distil from the unpruned model"; optionally also from the ResNet-56 baseline).
+model itself (the usual "distil from the unpruned model"; optionally also from the continued ResNet-56 teacher).
 
     python -m benchmarks.distill_prune [--kinds structured unstructured] [--epochs 1] [--teachers dense resnet56]
 
 structured: channels removed physically to half the MACs (``prune_channels``, ChannelPruning(budget=MACs(0.5)),
 L1 filter norms); unstructured: 75% of the conv/linear weights by global magnitude (``prune_``). Fine-tune:
-the full training split, SGD lr 0.01 cosine (no warm-up), momentum 0.9, wd 5e-4, batch 128, seed 0;
+the full training split, SGD lr 0.01 cosine (no warm-up), momentum 0.9, wd 5e-4, batch 128, seed --seed;
 KD = T 4, alpha 0.9, beta 0.1 with the teacher's logits cached once (TeacherCache). Test = the full
 test split. After pruning, BatchNorm statistics are re-estimated on 2,048 training images (no weight
 update), the common starting point of both fine-tunes. Writes benchmarks/out/distill_prune.json after every run.
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import machine, markdown_table, trained_baseline, write_json
-from benchmarks.distill_common import setup, run, subset
+from benchmarks.distill_common import resnet56_teacher, run, setup, subset
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.measure import count_params
 from netcompress.prune import Global, Magnitude, Unstructured, prune_, sparsity
@@ -69,6 +69,7 @@ def main(argv=None):
     ap.add_argument("--bn-images", type=int, default=2048,
                     help="training images to re-estimate BN statistics after pruning (before either fine-tune)")
     ap.add_argument("--teachers", nargs="+", default=["dense"], choices=["dense", "resnet56"])
+    ap.add_argument("--seed", type=int, default=0, help="fine-tuning data order (the pruned model is the same)")
     ap.add_argument("--student-train", type=int, default=None, help="seeded training subset (default: all)")
     ap.add_argument("--test", type=int, default=None, help="seeded test subset (default: the full test split)")
     args = ap.parse_args(argv)
@@ -76,6 +77,7 @@ def main(argv=None):
     test = splits.test if args.test is None else subset(splits.test, args.test)
     train = splits.train if args.student_train is None else subset(splits.train, args.student_train, seed=1)
     x = train.tensors[0][:8]
+    out_name = "distill_prune" + (f"_seed{args.seed}" if args.seed else "")
 
     def acc(model):
         return 100 * evaluate(model, test)["accuracy"]
@@ -83,13 +85,13 @@ def main(argv=None):
     dense, _ = trained_baseline("resnet20", splits)
     teachers = {"dense": copy.deepcopy(dense)}  # a Distiller freezes its teacher; pruned copies come from `dense`
     if "resnet56" in args.teachers:
-        teachers["resnet56"], _ = trained_baseline("resnet56", splits)
+        teachers["resnet56"], _ = resnet56_teacher(splits)
     rows = [{"model": f"{n} (teacher)" if n != "dense" else "resnet20 dense", "fine-tune": "-", "epochs": 0,
              "params": count_params(m), "test_acc_%": acc(m)} for n, m in teachers.items()]
     d_acc = rows[0]["test_acc_%"]
     caches = {n: TeacherCache() for n in args.teachers}
     cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=args.lr, optimizer="sgd", momentum=0.9,
-                      weight_decay=5e-4, scheduler="cosine", seed=0, progress=False)
+                      weight_decay=5e-4, scheduler="cosine", seed=args.seed, progress=False)
     for kind in args.kinds:
         pruned, how = pruned_copy(dense, kind, x, args.macs if kind == "structured" else args.sparsity)
         rows.append({"model": f"resnet20 {kind}", "fine-tune": "none", "epochs": 0, "params": count_params(pruned),
@@ -116,10 +118,10 @@ def main(argv=None):
                          "recovered_%_of_drop": 100 * (r["test_acc_%"] - p_acc) / gap if gap > 0 else None,
                          "train_s": r["train_s"], "teacher_cache_s": cache_s})
             logging.info("%s", rows[-1])
-            write_json("distill_prune", {"args": vars(args), "partial": True, "rows": rows})
+            write_json(out_name, {"args": vars(args), "partial": True, "rows": rows})
     print(markdown_table(rows, ["model", "fine-tune", "epochs", "params", "test_acc_%", "recovered_%_of_drop",
                                 "train_s", "teacher_cache_s", "note"]))
-    print(write_json("distill_prune", {"args": vars(args), "finetune_config": cfg.to_dict(), "rows": rows}))
+    print(write_json(out_name, {"args": vars(args), "finetune_config": cfg.to_dict(), "rows": rows}))
     print(machine())
     return rows
 

@@ -150,7 +150,6 @@ def resnet(tmp: Path, batches=(1, 32), repeats=30, trained=True):
             ref = model(x)
         cands = {"torch fp32 eager": model}
         cands.update({k: ort_callable(ort_session(p, threads=1)) for k, p in sessions.items()})
-        cands.update({k: ort_callable(_default_session(p)) for k, p in default_sessions.items()})
         stats, r = _time(cands, x, repeats, "onnxruntime fp32", warm_calls)
         r_torch = ratios(stats, "torch fp32 eager")
         for k, s in stats.items():
