@@ -182,7 +182,8 @@ def cmd_export(args) -> int:
     shape = parse_shape(args.input_shape)
     model = build_model(args.model, shape, args.num_classes, args.weights)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    path = to_onnx(model.eval(), x, args.out, opset=args.opset, force=args.force)
+    opset = {} if args.opset is None else {"opset": args.opset}
+    path = to_onnx(model.eval(), x, args.out, force=args.force, **opset)
     diff = check_onnx(model, path, x)
     print(f"{path}: {Path(path).stat().st_size:,} bytes; onnxruntime vs torch max abs diff {diff:.3g}")
     return 0
@@ -273,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None)
     p.add_argument("--input-shape", default="1,1,28,28")
     p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 20)")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_export)

@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 
 from ..core.errors import ConfigError
 from ..core.registry import did_you_mean
+from ..export.onnx import DEFAULT_OPSET
 from ..train import Callback
 from .registry import CALLBACKS, EXPORTERS, LOSSES, StageParams, build_typed, register_stage
 from .schema import TrainSpec
@@ -117,7 +118,7 @@ class ExportParams(StageParams):
     formats: list[str] = Field(default_factory=lambda: ["onnx"], min_length=1, max_length=8)
     deploy: Optional[str] = None
     verify: bool = True
-    opset: int = Field(18, ge=13, le=21)
+    opset: int = Field(DEFAULT_OPSET, ge=13, le=21)
     atol: float = Field(1e-4, gt=0, le=1)
     compact: bool = True  # ONNX files: short tensor names, no debug metadata (export.compact_onnx)
 
