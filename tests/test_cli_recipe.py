@@ -70,7 +70,10 @@ def test_sensitivity_writes_csv_and_png(tmp_path, capsys):
     assert main(["sensitivity", "--model", "lenet_300_100", "--weights", str(weights), "--data", "digits",
                  "--levels", "0.0,0.99", "--out", str(stem)]) == 0
     rows = (tmp_path / "sens.csv").read_text().splitlines()
-    assert rows[0] == "layer,level,accuracy" and len(rows) == 1 + 3 * 2
+    assert rows[0] == "layer,params,sparsity,metric" and len(rows) == 1 + 3 * 2
+    assert [r.split(",")[2] for r in rows[1:3]] == ["0.0", "0.99"]  # level 0 is the unpruned row, not a second one
+    assert main(["sensitivity", "--model", "lenet_300_100", "--weights", str(weights), "--data", "digits",
+                 "--out", str(stem)]) == 2  # existing outputs are kept without --force
     assert (tmp_path / "sens.png").read_bytes()[:4] == b"\x89PNG"
 
 

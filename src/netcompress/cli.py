@@ -190,15 +190,18 @@ def cmd_export(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from .measure.sensitivity import layer_sensitivity, write_sensitivity
+    from .core.io import ensure_writable
+    from .prune.sensitivity import curves, plot, sensitivity_analysis, write_csv
 
     splits = _data(args)
     model = build_model(args.model, (1, *splits.input_shape), splits.num_classes, args.weights)
     levels = [float(v) for v in args.levels.split(",")]
     data = splits.val if args.split == "val" else splits.test
-    curves = layer_sensitivity(model, data, levels)
-    paths = write_sensitivity(curves, args.out, force=args.force)
-    for name, pts in curves.items():
+    out = Path(args.out)
+    csv_path, png_path = (ensure_writable(out.with_suffix(s), args.force) for s in (".csv", ".png"))
+    rows = sensitivity_analysis(model, data, [lv for lv in levels if lv > 0])
+    paths = [write_csv(rows, csv_path, force=True), plot(rows, png_path, force=True)]
+    for name, pts in curves(rows, levels).items():
         print(f"{name:<32} " + "  ".join(f"{lvl:.2f}:{acc:.4f}" for lvl, acc in pts))
     print("written: " + ", ".join(str(p) for p in paths))
     return 0

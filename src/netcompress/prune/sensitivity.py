@@ -73,6 +73,14 @@ def sensitivity_analysis(model: nn.Module, data=None, levels: Sequence[float] = 
     return rows
 
 
+def curves(rows: Sequence[dict], levels: Sequence[float]) -> dict[str, list[tuple[float, float]]]:
+    """{layer: [(level, metric), ...]} for ``levels`` (0 = the unpruned model), the form reports plot."""
+    by_layer: dict[str, dict[float, float]] = {}
+    for r in rows:
+        by_layer.setdefault(r["layer"], {}).setdefault(r["sparsity"], r["metric"])
+    return {layer: [(float(lv), pts[float(lv)]) for lv in levels] for layer, pts in by_layer.items()}
+
+
 def write_csv(rows: Sequence[dict], path: str | os.PathLike, force: bool = False) -> Path:
     path = ensure_writable(path, force)
     buf = io.StringIO()

@@ -244,10 +244,11 @@ class SensitivityParams(StageParams):
 @register_stage("sensitivity", SensitivityParams)
 def run_sensitivity(ctx, params: SensitivityParams) -> None:
     """Per-layer sensitivity curves for the report (no change to the model)."""
-    from ..measure.sensitivity import layer_sensitivity
+    from ..prune.sensitivity import curves, sensitivity_analysis
 
     if not ctx.is_main:
         return
     val = ctx.splits.val
     data = TensorDataset(*(t[:params.samples] for t in val.tensors))
-    ctx.record("sensitivity", {k: [list(p) for p in v] for k, v in layer_sensitivity(ctx.model, data, params.levels).items()})
+    rows = sensitivity_analysis(ctx.model, data, [lv for lv in params.levels if lv > 0])
+    ctx.record("sensitivity", {k: [list(p) for p in v] for k, v in curves(rows, params.levels).items()})
