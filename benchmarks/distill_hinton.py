@@ -103,6 +103,7 @@ def main(argv=None):
                        scheduler="cosine", seed=0, progress=False, grad_clip=args.grad_clip)
     out = "distill_hinton" if args.teacher == "mlp_1200_1200" else f"distill_hinton_{args.teacher}"
     out += f"_{args.epochs}ep" if args.epochs != 10 else ""
+    out += f"_n{args.student_train}" if args.student_train is not None else ""
     cache = TeacherCache()  # the teacher's logits, once for every KD run
     student_data = splits.train if args.student_train is None else subset(splits.train, args.student_train)
     alone = {}
