@@ -95,3 +95,24 @@ def test_prune_then_cluster_keeps_zeros_exact(tmp_path):
     assert len(torch.unique(w[w != 0])) <= 2 ** 3  # shared values: at most 2^bits distinct nonzeros
     assert m["final"]["bytes_on_disk"] < m["baseline"]["bytes_on_disk"] / 4
     assert set(m["records"]["02-quantize"]["bit_widths"].values()) == {3}
+
+
+def test_config_stages_take_a_built_config_or_name_the_wrong_object():
+    """prune / quantize / decompose params come from one factory: a config built in Python passes through
+    unchanged, any other object is refused with the accepted forms."""
+    from pydantic import ValidationError
+
+    from netcompress.lowrank import SVD
+    from netcompress.lowrank.recipe import DecomposeParams
+    from netcompress.prune.structured import ChannelPruning, MACs
+    from netcompress.quantize import PTQ
+    from netcompress.recipe.builtin import PruneParams
+    from netcompress.recipe.families import QuantizeParams
+
+    for params, config in ((PruneParams, ChannelPruning(budget=MACs(0.5))), (QuantizeParams, PTQ()),
+                           (DecomposeParams, SVD(keep=0.5))):
+        assert params(config=config).config is config
+        with pytest.raises(ValidationError, match=r"must be a name or \{type: name, \.\.\.\}; got int"):
+            params(config=3)
+    assert PruneParams(config={"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}}).config \
+        == ChannelPruning(budget=MACs(0.5))

@@ -7,8 +7,7 @@ architecture family's DepthwiseSeparable), e.g.
 from __future__ import annotations
 
 from ..recipe.builtin import _calibration_data
-from ..recipe.families import config_stage_params
-from ..recipe.registry import register_stage
+from ..recipe.registry import config_stage_params, register_stage
 from .factor import DECOMPOSE_TRANSFORMS, decompose_
 
 

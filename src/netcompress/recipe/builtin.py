@@ -10,11 +10,10 @@ from typing import Any, Optional, Union
 from pydantic import Field, field_validator
 from torch.utils.data import TensorDataset
 
-from ..core.errors import ConfigError
 from ..core.registry import did_you_mean
 from ..export.onnx import DEFAULT_OPSET
 from ..train import Callback
-from .registry import CALLBACKS, EXPORTERS, LOSSES, StageParams, build_typed, register_stage
+from .registry import CALLBACKS, EXPORTERS, LOSSES, StageParams, config_stage_params, register_stage
 from .schema import TrainSpec
 
 log = logging.getLogger(__name__)
@@ -180,31 +179,15 @@ def prune_config_types() -> dict[str, type]:
     return {t.__name__: t for t in PRUNE_TRANSFORMS.config_types()}
 
 
-class PruneParams(StageParams):
-    """One ``prune_(model, config, data)`` call; ``config: {type: <pruning config>, field: value}``."""
+def _prune_vocab():
+    from .families import prune_vocab  # families imports this module: resolved at first use
 
-    config: Any
-    calibration: Optional[int] = Field(None, ge=1, le=100_000)
+    return prune_vocab
 
-    @field_validator("config", mode="before")
-    @classmethod
-    def _build(cls, v):
-        if isinstance(v, (str, dict)):
-            types = prune_config_types()
-            name = v if isinstance(v, str) else v.get("type")
-            try:
-                from .families import prune_vocab
 
-                vocab = prune_vocab(types[name]) if name in types else {}
-            except ImportError:  # the families are not installed: no nested names
-                vocab = {}
-            try:
-                return build_typed(v, types, "pruning config", vocab=vocab)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        if type(v).__name__ in prune_config_types():
-            return v
-        raise ValueError(f"must be a pruning config name or {{type: name, ...}}; got {type(v).__name__}")
+PruneParams = config_stage_params(
+    "PruneParams", "pruning config", prune_config_types, _prune_vocab,
+    "One ``prune_(model, config, data)`` call; ``config: {type: <pruning config>, field: value}``.")
 
 
 def _calibration_data(ctx, n: Optional[int]) -> TensorDataset:

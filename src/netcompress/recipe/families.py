@@ -8,11 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from pydantic import Field, field_validator
 
-from ..core.errors import ConfigError
 from .builtin import _calibration_data
-from .registry import CALLBACKS, EXPORTERS, STAGES, StageParams, build_typed, register_stage
+from .registry import CALLBACKS, EXPORTERS, STAGES, typed_field, config_stage_params, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -51,36 +49,6 @@ def distill_vocab() -> dict[str, type]:
     import netcompress.distill as d
 
     return _names(d.KD, d.LogitRegression, d.Hint, d.AttentionTransfer, d.FSP)
-
-
-def _typed(spec, types: dict, what: str, vocab) -> Any:
-    """build_typed with the config's own namespace for nested values; errors become ValueError for pydantic."""
-    if not isinstance(spec, (str, dict)):
-        raise ValueError(f"{what} must be a name or {{type: name, ...}}; got {type(spec).__name__}")
-    name = spec if isinstance(spec, str) else spec.get("type")
-    nested = vocab(types[name]) if callable(vocab) and name in types else vocab
-    try:
-        return build_typed(spec, types, what, vocab=nested if isinstance(nested, dict) else {})
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def config_stage_params(name: str, what: str, types, vocab, doc: str) -> type[StageParams]:
-    """Params of a stage that is one ``verb_(model, config, data)`` call: a typed ``config`` built from
-    ``types()`` (nested names from ``vocab()``) and how many training samples it may look at."""
-
-    class Params(StageParams):
-        config: Any
-        calibration: Optional[int] = Field(None, ge=1, le=100_000)
-
-        @field_validator("config", mode="before")
-        @classmethod
-        def _build(cls, v):
-            return _typed(v, types(), what, vocab())
-
-    Params.__name__ = Params.__qualname__ = name
-    Params.__doc__ = doc
-    return Params
 
 
 # ------------------------------------------------------------------------------------- quantize
@@ -135,13 +103,13 @@ def _install_distill() -> None:
         from ..distill import Distiller
 
         specs = terms if isinstance(terms, list) else [terms]
-        built = [_typed(t, distill_vocab(), "distillation term", {}) for t in specs]
+        built = [typed_field(t, distill_vocab(), "distillation term", {}) for t in specs]
         x = ctx.calibration(min(64, ctx.recipe.data.calibration))
         return Distiller(ctx.teacher(), ctx.model, built, task_weight=task_weight, example_input=x, cache=cache)
 
     def check(terms: Any = "KD", **_):
         for t in terms if isinstance(terms, list) else [terms]:
-            _typed(t, distill_vocab(), "distillation term", {})
+            typed_field(t, distill_vocab(), "distillation term", {})
 
     distill.check = check
 
@@ -161,8 +129,8 @@ def _install_gradual() -> None:
         return _names(p.AGP, p.OneShot)
 
     def build(config, schedule):
-        cfg = _typed(config, prune_config_types(), "pruning config", prune_vocab)
-        return cfg, _typed(schedule, schedules(), "schedule", {})
+        cfg = typed_field(config, prune_config_types(), "pruning config", prune_vocab)
+        return cfg, typed_field(schedule, schedules(), "schedule", {})
 
     @CALLBACKS.register("gradual-prune")
     def gradual_prune(ctx, config: Any, schedule: Any):

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..core.errors import ConfigError
 from ..core.registry import Registry, did_you_mean
@@ -160,3 +160,35 @@ def build_typed(spec: Any, types: Mapping[str, type], what: str, path: str = "",
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}{name}({', '.join(f'{k}=...' for k in built)}) is invalid: {exc}; "
                           f"fields: {', '.join(fields)}") from None
+
+
+def typed_field(spec, types: dict, what: str, vocab) -> Any:
+    """build_typed with the config's own namespace for nested values; errors become ValueError for pydantic."""
+    if isinstance(spec, tuple(types.values())):  # already built in Python
+        return spec
+    if not isinstance(spec, (str, dict)):
+        raise ValueError(f"{what} must be a name or {{type: name, ...}}; got {type(spec).__name__}")
+    name = spec if isinstance(spec, str) else spec.get("type")
+    nested = vocab(types[name]) if callable(vocab) and name in types else vocab
+    try:
+        return build_typed(spec, types, what, vocab=nested if isinstance(nested, dict) else {})
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def config_stage_params(name: str, what: str, types, vocab, doc: str) -> type[StageParams]:
+    """Params of a stage that is one ``verb_(model, config, data)`` call: a typed ``config`` built from
+    ``types()`` (nested names from ``vocab()``) and how many training samples it may look at."""
+
+    class Params(StageParams):
+        config: Any
+        calibration: Optional[int] = Field(None, ge=1, le=100_000)
+
+        @field_validator("config", mode="before")
+        @classmethod
+        def _build(cls, v):
+            return typed_field(v, types(), what, vocab())
+
+    Params.__name__ = Params.__qualname__ = name
+    Params.__doc__ = doc
+    return Params
