@@ -4,9 +4,10 @@ Accuracy, each int8 variant against the fp32 model on real text (gensim's packag
 - cosine of each sentence embedding to the fp32 one (200 Pang-Lee sentences at seq 128, 50 Lee documents at 256);
 - Lee-50: Pearson correlation of embedding cosine similarities with the mean human rating of the 1,225 pairs;
 - sentiment probe: 5-fold logistic regression on the 200 Pang-Lee sentence embeddings (same folds for all).
-Speed, 1 thread, seq 128, batch 1 and 32, interleaved medians (compare_latency): torch fp32 eager (sdpa),
-onnxruntime fp32, ours (quantize_onnx, Int8Onnx(static=False): s8 per-channel weights), onnxruntime's
-quantize_dynamic defaults (in its default session and in ours), torch.ao dynamic int8 (x86 engine).
+Speed, 1 thread, seq 128, batch 1 and 32, interleaved medians (compare_latency): torch fp32 eager (sdpa, and
+BERT's eager attention), onnxruntime fp32, ours (quantize_onnx, Int8Onnx(static=False): s8 per-channel weights;
+also with activation_matmuls), onnxruntime's quantize_dynamic defaults (in its default session and in ours),
+torch.ao dynamic int8 (x86 engine). Every ONNX file is from the same fp32 export (minilm.export_onnx).
 
     OMP_NUM_THREADS=1 python -m benchmarks.minilm_real [--repeats 100 --repeats-b32 20]
 """
@@ -27,9 +28,9 @@ import torch
 from benchmarks.common import markdown_table, write_json
 from benchmarks.quant_int8_speed import _default_session, _ort_own_dynamic
 from netcompress.data.text import lee50, pang_lee_polarity
-from netcompress.export import Int8Onnx, ort_session, quantize_onnx, to_onnx
+from netcompress.export import Int8Onnx, ort_session, quantize_onnx
 from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
-from netcompress.models.minilm import embed, load_minilm, load_tokenizer, model_dir, tokenize
+from netcompress.models.minilm import embed, export_onnx, load_minilm, load_tokenizer, model_dir, tokenize
 
 log = logging.getLogger("bench")
 SEQ_SENTENCES, SEQ_DOCS = 128, 256  # Lee documents have 53-154 tokens: 256 (the model's own limit) keeps all
@@ -91,10 +92,9 @@ def main():
     lee = lee50()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        example = tokenize(tok, sentences[:2], 16)
-        fp32 = to_onnx(enc, example, tmp / "minilm.onnx", dynamic_dims={0: "batch", 1: "seq"},
-                       input_names=["input_ids", "attention_mask"])
+        fp32 = export_onnx(enc, tmp / "minilm.onnx")
         ours = quantize_onnx(fp32, tmp / "minilm_int8.onnx", Int8Onnx(static=False))
+        ours_am = quantize_onnx(fp32, tmp / "minilm_int8_am.onnx", Int8Onnx(static=False, activation_matmuls=True))
         own = _ort_own_dynamic(fp32, tmp / "minilm_ort_default.onnx")
         torch.backends.quantized.engine = "x86"
         with warnings.catch_warnings():
@@ -103,15 +103,19 @@ def main():
         sizes = {"safetensors (fp32, the package's file)": file_bytes(model_dir() / "model.safetensors"),
                  "onnxruntime fp32 .onnx": file_bytes(fp32), "ours int8 .onnx": file_bytes(ours),
                  "onnxruntime quantize_dynamic (defaults) .onnx": file_bytes(own)}
-        sess = {"fp32": ort_session(fp32), "ours": ort_session(ours), "own": ort_session(own)}
+        sess = {"fp32": ort_session(fp32), "ours": ort_session(ours), "ours_am": ort_session(ours_am),
+                "own": ort_session(own)}
         acc = accuracy({"torch fp32": enc, "onnxruntime fp32": ort_callable(sess["fp32"]),
                         "ours int8 (dynamic, s8 per-channel)": ort_callable(sess["ours"]),
+                        "ours int8 + activation MatMuls": ort_callable(sess["ours_am"]),
                         "onnxruntime quantize_dynamic (defaults, per-tensor)": ort_callable(sess["own"]),
                         "torch.ao quantize_dynamic (x86)": ao}, tok, sentences, labels, lee)
         t_acc = time.time() - t0
         cands = {"torch fp32 eager (sdpa)": enc,
+                 "torch fp32 eager (eager attention)": load_minilm(attn_implementation="eager"),
                  "onnxruntime fp32, our session": ort_callable(sess["fp32"]),
                  "ours int8, our session": ort_callable(sess["ours"]),
+                 "ours int8 + activation MatMuls, our session": ort_callable(sess["ours_am"]),
                  "onnxruntime quantize_dynamic (defaults), default session": ort_callable(_default_session(own)),
                  "onnxruntime quantize_dynamic (defaults), our session": ort_callable(sess["own"]),
                  "torch.ao quantize_dynamic (x86)": ao}

@@ -96,6 +96,31 @@ def load_minilm(path: str | Path | None = None, attn_implementation: str = "sdpa
     return SentenceEncoder(bert).eval()
 
 
+INPUT_NAMES = ("input_ids", "attention_mask")
+
+
+def export_onnx(model: SentenceEncoder, path: str | Path, *, force: bool = False, **to_onnx_kwargs) -> Path:
+    """fp32 ONNX of ``model`` at ``path``: inputs ``input_ids`` and ``attention_mask`` (B, T) int64 with batch and
+    length left dynamic, output the (B, hidden) embedding; checked against torch by ``export.to_onnx``.
+
+    Exported with BERT's eager attention (matmul, mask add, softmax, matmul), whatever ``model`` uses in torch: the
+    export of torch's sdpa adds an IsNaN + Where over every (B, heads, T, T) score tensor, which cost onnxruntime
+    20% of the int8 MiniLM's time at batch 32 (benchmarks/RESULTS.md, issue 5). Both compute the same function."""
+    from ..export import to_onnx
+
+    ids = torch.randint(1000, 2000, (2, 16))  # any in-vocabulary ids: only shapes and dtypes are traced
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0  # one padded row, so the export check covers the mask
+    config = model.encoder.config
+    before = config._attn_implementation
+    config._attn_implementation = "eager"  # read at every forward: switches the attention function and mask form
+    try:
+        return to_onnx(model, (ids, mask), path, dynamic_dims={0: "batch", 1: "seq"}, input_names=list(INPUT_NAMES),
+                       force=force, **to_onnx_kwargs)
+    finally:
+        config._attn_implementation = before
+
+
 def load_tokenizer(path: str | Path | None = None):
     """The model's own WordPiece tokenizer (``tokenizers.Tokenizer`` from the package's tokenizer.json)."""
     tokenizers = _require("tokenizers", "the MiniLM-L6 tokenizer")
