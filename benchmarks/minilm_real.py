@@ -7,7 +7,8 @@ Accuracy, each int8 variant against the fp32 model on real text (gensim's packag
 Speed, 1 thread, seq 128, batch 1 and 32, interleaved medians (compare_latency): torch fp32 eager (sdpa, and
 BERT's eager attention), onnxruntime fp32, ours (quantize_onnx, Int8Onnx(static=False): s8 per-channel weights;
 also with activation_matmuls), onnxruntime's quantize_dynamic defaults (in its default session and in ours),
-torch.ao dynamic int8 (x86 engine). Every ONNX file is from the same fp32 export (minilm.export_onnx).
+torch.ao dynamic int8 (x86 engine), and torch bf16 (16-bit, not int8: AMX / AVX512-BF16 where the CPU has
+them). Every ONNX file is from the same fp32 export (minilm.export_onnx).
 
     OMP_NUM_THREADS=1 python -m benchmarks.minilm_real [--repeats 100 --repeats-b32 20]
 """
@@ -31,6 +32,7 @@ from netcompress.data.text import lee50, pang_lee_polarity
 from netcompress.export import Int8Onnx, ort_session, quantize_onnx
 from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
 from netcompress.models.minilm import embed, export_onnx, load_minilm, load_tokenizer, model_dir, tokenize
+from netcompress.quantize import Float16, quantize_
 
 log = logging.getLogger("bench")
 SEQ_SENTENCES, SEQ_DOCS = 128, 256  # Lee documents have 53-154 tokens: 256 (the model's own limit) keeps all
@@ -100,6 +102,8 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ao = torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc), {torch.nn.Linear}, dtype=torch.qint8)
+        bf16 = copy.deepcopy(enc)
+        quantize_(bf16, Float16(torch.bfloat16))
         sizes = {"safetensors (fp32, the package's file)": file_bytes(model_dir() / "model.safetensors"),
                  "onnxruntime fp32 .onnx": file_bytes(fp32), "ours int8 .onnx": file_bytes(ours),
                  "onnxruntime quantize_dynamic (defaults) .onnx": file_bytes(own)}
@@ -109,7 +113,7 @@ def main():
                         "ours int8 (dynamic, s8 per-channel)": ort_callable(sess["ours"]),
                         "ours int8 + activation MatMuls": ort_callable(sess["ours_am"]),
                         "onnxruntime quantize_dynamic (defaults, per-tensor)": ort_callable(sess["own"]),
-                        "torch.ao quantize_dynamic (x86)": ao}, tok, sentences, labels, lee)
+                        "torch.ao quantize_dynamic (x86)": ao, "torch bf16": bf16}, tok, sentences, labels, lee)
         t_acc = time.time() - t0
         cands = {"torch fp32 eager (sdpa)": enc,
                  "torch fp32 eager (eager attention)": load_minilm(attn_implementation="eager"),
@@ -118,7 +122,7 @@ def main():
                  "ours int8 + activation MatMuls, our session": ort_callable(sess["ours_am"]),
                  "onnxruntime quantize_dynamic (defaults), default session": ort_callable(_default_session(own)),
                  "onnxruntime quantize_dynamic (defaults), our session": ort_callable(sess["own"]),
-                 "torch.ao quantize_dynamic (x86)": ao}
+                 "torch.ao quantize_dynamic (x86)": ao, "torch bf16 (sdpa)": bf16}
         spd = speed(cands, lee.documents, tok, (1, 32), {1: args.repeats, 32: args.repeats_b32})
     print(markdown_table(acc, ["variant", "cos_mean", "cos_min", "lee50_pearson", "probe_acc"]))
     print()
