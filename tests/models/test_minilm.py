@@ -102,6 +102,11 @@ def test_tokenize_truncates_pads_and_rejects_bad_input(model):
             minilm.tokenize(tok, ["a"], bad)
 
 
+def test_unknown_attention_form_is_refused_before_loading():
+    with pytest.raises(ConfigError, match="allowed: 'sdpa', 'eager'"):
+        minilm.load_minilm(attn_implementation="flash")
+
+
 def test_missing_packages_name_the_install_command(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == minilm.MODEL_PACKAGE else real(n, *a))

@@ -69,7 +69,10 @@ class SentenceEncoder(nn.Module):
 def load_minilm(path: str | Path | None = None, attn_implementation: str = "sdpa") -> SentenceEncoder:
     """The pretrained all-MiniLM-L6-v2 (22.7M params) as a ``SentenceEncoder`` in eval mode.
 
-    ``path``: a folder with ``config.json`` and ``model.safetensors`` (default: the model package's)."""
+    ``path``: a folder with ``config.json`` and ``model.safetensors`` (default: the model package's).
+    ``attn_implementation``: ``"sdpa"`` (torch's fused attention, the faster one in torch here) or ``"eager"``."""
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ConfigError(f"attn_implementation={attn_implementation!r}; allowed: 'sdpa', 'eager'")
     transformers = _require("transformers", "the MiniLM-L6 encoder")
     from safetensors.torch import load_file
 
@@ -135,7 +138,9 @@ MAX_POSITIONS = 512
 
 def tokenize(tokenizer, texts: str | Sequence[str], seq_len: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)``, both (len(texts), seq_len) int64: truncated to ``seq_len`` tokens
-    ([CLS] ... [SEP] kept) and padded with [PAD] / mask 0, so every batch has one fixed shape."""
+    ([CLS] ... [SEP] kept) and padded with [PAD] / mask 0, so every batch has one fixed shape.
+
+    Sets ``tokenizer``'s truncation and padding to ``seq_len`` (every call sets them again)."""
     if isinstance(texts, str):
         texts = [texts]
     texts = list(texts)
