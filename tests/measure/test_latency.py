@@ -1,9 +1,10 @@
 import time
 
 import pytest
+import torch
 
 from netcompress.core.errors import ConfigError
-from netcompress.measure import compare_latency, measure_latency, ratios
+from netcompress.measure import compare_latency, measure_latency, ort_callable, ratios
 
 
 def test_interleaved_comparison_orders_slow_and_fast():
@@ -42,3 +43,18 @@ def test_compare_latency_warm_calls_precede_each_timed_call():
     cands = {k: (lambda k=k: calls.append(k)) for k in "ab"}
     compare_latency(cands, (), warmup=0, repeats=3, warm_calls=1)
     assert calls == list("aabbaabbaabb")
+
+
+def test_ort_callable_feeds_several_inputs_in_graph_order_and_checks_their_count():
+    class Session:  # the two methods of onnxruntime.InferenceSession that ort_callable uses
+        def get_inputs(self):
+            return [type("I", (), {"name": n})() for n in ("input_ids", "attention_mask")]
+
+        def run(self, _, feeds):
+            return [feeds]
+
+    run = ort_callable(Session())
+    feeds = run(torch.ones(1, 3), torch.zeros(1, 3))[0]
+    assert list(feeds) == ["input_ids", "attention_mask"] and feeds["attention_mask"].sum() == 0
+    with pytest.raises(ConfigError, match="takes 2 input"):
+        run(torch.ones(1, 3))

@@ -24,3 +24,7 @@ class CheckpointError(NetcompressError):
 
 class OutputExistsError(NetcompressError):
     """An output path exists and would be overwritten without --force."""
+
+
+class DependencyError(NetcompressError, ImportError):
+    """An optional package that a feature needs is not installed (the message names the install command)."""

@@ -6,6 +6,7 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,18 +22,20 @@ class ExportError(NetcompressError):
     """The model cannot be exported, or onnxruntime disagrees with torch."""
 
 
-def _export(model, args, path: Path, opset: int, dynamic_batch: bool, dynamo: bool):
+def _export(model, args, path: Path, opset: int, dims: Mapping[int, str], names: list[str], dynamo: bool):
+    """``dims``: {dimension index: name} made dynamic in every input (the same name = the same size)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if dynamo:
-            shapes = tuple({0: torch.export.Dim("batch", min=1)} for _ in args) if dynamic_batch else None
-            torch.onnx.export(model, args, str(path), input_names=[f"input{i}" if i else "input"
-                                                                   for i in range(len(args))],
-                              output_names=["output"], dynamo=True, opset_version=max(opset, 18),
-                              dynamic_shapes=shapes, verbose=False)
+            # one Dim object per name, shared by all inputs: ids and mask of a batch have equal sizes
+            symbols = {n: torch.export.Dim(n, min=1) for n in set(dims.values())}
+            shapes = tuple({d: symbols[n] for d, n in dims.items()} for _ in args) if dims else None
+            torch.onnx.export(model, args, str(path), input_names=names, output_names=["output"], dynamo=True,
+                              opset_version=max(opset, 18), dynamic_shapes=shapes, verbose=False)
         else:
-            names = ["input"] + [f"input{i}" for i in range(1, len(args))]
-            axes = {n: {0: "batch"} for n in names + ["output"]} if dynamic_batch else None
+            axes = {n: dict(dims) for n in names} if dims else None
+            if axes is not None and 0 in dims:
+                axes["output"] = {0: dims[0]}
             torch.onnx.export(model, args, str(path), input_names=names, output_names=["output"],
                               dynamo=False, opset_version=opset, dynamic_axes=axes)
 
@@ -132,25 +135,36 @@ DEFAULT_OPSET = 20
 
 
 def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool = True, opset: int = DEFAULT_OPSET,
-            dynamic_batch: bool = True, atol: float = 1e-4, rtol: float = 1e-3, force: bool = False) -> Path:
+            dynamic_batch: bool = True, dynamic_dims: Mapping[int, str] | None = None,
+            input_names: Sequence[str] | None = None, atol: float = 1e-4, rtol: float = 1e-3,
+            force: bool = False) -> Path:
     """Export ``model`` to ``path`` and (``verify``) check onnxruntime's outputs against torch's.
+
+    ``example_inputs``: a tensor or a tuple of tensors (one per ``forward`` argument), named
+    ``input_names`` in the graph (default ``input``, ``input1``, ...). ``dynamic_dims``: {dimension: name}
+    left free in every input, e.g. ``{0: "batch", 1: "seq"}`` for a text encoder's ids and mask; default
+    ``{0: "batch"}`` (``{}`` if not ``dynamic_batch``).
 
     Uses torch's torch.export-based exporter; where it cannot capture the model, falls back to the
     TorchScript exporter with a logged warning. Raises ExportError naming the failure. The exporter's
     per-node debug metadata (stack traces with local paths) is not written."""
     path = ensure_writable(path, force)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    names = list(input_names) if input_names is not None else ["input"] + [f"input{i}" for i in range(1, len(args))]
+    if len(names) != len(args):
+        raise ExportError(f"input_names has {len(names)} names for {len(args)} example inputs")
+    dims = dict(dynamic_dims) if dynamic_dims is not None else ({0: "batch"} if dynamic_batch else {})
     was_training = model.training
     model.eval()
     try:
         def write(tmp: Path):
             try:
-                _export(model, args, tmp, opset, dynamic_batch, dynamo=True)
+                _export(model, args, tmp, opset, dims, names, dynamo=True)
             except Exception as exc:  # the torch.export path rejects some Python control flow
                 log.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 try:
-                    _export(model, args, tmp, min(opset, 17), dynamic_batch, dynamo=False)
+                    _export(model, args, tmp, min(opset, 17), dims, names, dynamo=False)
                 except Exception as exc2:
                     raise ExportError(f"cannot export {type(model).__name__} to ONNX: "
                                       f"{str(exc2).splitlines()[0] if str(exc2) else type(exc2).__name__}") from None

@@ -174,12 +174,20 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
 
     out_path = ensure_writable(out_path, force)
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(fp32_path)
+        src = Path(fp32_path).resolve()  # absolute: pre-processing runs in tmp
         if config.pre_process:
             pre = Path(tmp) / "pre.onnx"
-            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # in the temporary folder: where symbolic shape inference fails, onnxruntime dumps the partial graph and
+            # its weights (sym_shape_infer_temp.onnx + <uuid>.data, 90 MB for MiniLM) into the working directory
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), contextlib.chdir(tmp):
                 warnings.simplefilter("ignore")
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+                try:
+                    quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+                except Exception as exc:
+                    # it gives up on some dynamic-length graphs (a text encoder's seq dim); ONNX's own shape
+                    # inference and onnxruntime's graph optimisations still run
+                    log.info("symbolic shape inference failed (%s); pre-processing without it", exc)
+                    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             src = pre
         graph = onnx.load(str(src))
         if spatial_means_to_gap(graph):

@@ -112,10 +112,16 @@ def ratios(stats: Mapping[str, LatencyStats], baseline: str) -> dict[str, float]
 
 
 def ort_callable(session, input_name: str | None = None) -> Callable:
-    """Wrap an onnxruntime InferenceSession as a callable on torch tensors for :func:`compare_latency`."""
-    name = input_name or session.get_inputs()[0].name
+    """Wrap an onnxruntime InferenceSession as a callable on torch tensors for :func:`compare_latency`.
 
-    def run(x):
-        return session.run(None, {name: x.numpy() if isinstance(x, torch.Tensor) else x})
+    ``f(*inputs)`` feeds the session's inputs in graph order (e.g. a text encoder's ``input_ids,
+    attention_mask``); ``input_name`` names the input of a one-input call. Returns the session's outputs."""
+    graph_inputs = [i.name for i in session.get_inputs()]
+    names = [input_name] if input_name is not None else graph_inputs
+
+    def run(*xs):
+        if len(xs) != len(names):
+            raise ConfigError(f"the ONNX session takes {len(names)} input(s) {names}, got {len(xs)}")
+        return session.run(None, {n: x.numpy() if isinstance(x, torch.Tensor) else x for n, x in zip(names, xs)})
 
     return run
