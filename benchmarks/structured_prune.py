@@ -11,7 +11,11 @@ Torch-Pruning 1.6.1 (``BasePruner``, group L2 magnitude, uniform ratio) is bisec
 (``round_to=1`` so it can land there); its ``round_to=8`` setting at the nearest MACs at or below ours, and our
 old uniform L2 channel pruning at MACs(0.5), are timed beside (one-shot accuracy only, no fine-tune).
 
-    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3
+    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd]
+
+``--kd`` adds, for ours and Torch-Pruning alike, the same fine-tune with KD from the dense model as the loss
+(``KD(T=4, alpha=0.9, beta=0.1)``, the teacher's logits cached once): distillation is part of our pipeline, and
+giving it to both keeps the comparison about the pruning.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch
 
 from benchmarks._structured import args, baseline, costs, fine_tune, latency_rows, subset
 from benchmarks.common import machine, markdown_table, write_json
+from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.prune.structured import (L2, BlockPruning, ChannelPruning, LatencyAware, MACs, prune_blocks,
                                           prune_channels)
 from netcompress.train import evaluate
@@ -70,7 +75,7 @@ def torch_pruning(model, x, target_macs: float, round_to):
 
 
 def main():
-    a = args(__doc__)
+    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model"})
     torch.set_num_threads(a.threads)
     splits = subset(a.n_train, a.n_test)
     shape = splits.input_shape
@@ -96,19 +101,27 @@ def main():
                   "uniform": "ours, old: uniform channels (L2, Local, MACs(0.5), round_to=8), no FT"}
         oneshot = {k: evaluate(m, splits.test)["accuracy"] for k, m in candidates.items() if k != "dense"}
         log.info("%s one-shot: %s (%.0fs)", name, oneshot, time.time() - t0)
-        tuned = {"dense": dense_test["accuracy"]}
+        tuned, tuned_kd = {"dense": dense_test["accuracy"]}, {}
+        starts = {k: copy.deepcopy(candidates[k]) for k in ("ours", "tp")} if a.kd else {}
         for k in ("ours", "tp"):  # the same fine-tune for both
             tuned[k] = fine_tune(candidates[k], splits, a.ft_epochs)["accuracy"]
             log.info("%s %s fine-tuned: %.4f (%.0fs)", name, k, tuned[k], time.time() - t0)
+        teacher, cache = copy.deepcopy(dense), TeacherCache()  # a Distiller freezes its teacher
+        for k, model in starts.items():
+            kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
+            tuned_kd[k] = fine_tune(model, splits, a.ft_epochs, callbacks=[kd])["accuracy"]
+            log.info("%s %s fine-tuned with KD: %.4f (%.0fs)", name, k, tuned_kd[k], time.time() - t0)
         lat = latency_rows(candidates, shape, a.repeats, a.threads)
         entry = {"dense_test": dense_test, "plan": r.plan.to_dict(), "search": r.latency, "tp_ratio": tp_ratio,
-                 "tp8_ratio": tp8_ratio, "latency": lat, "oneshot": oneshot, "tuned": tuned}
+                 "tp8_ratio": tp8_ratio, "latency": lat, "oneshot": oneshot, "tuned": tuned, "tuned_kd": tuned_kd}
         for k, model in candidates.items():
             c = costs(model, x1)
             row = {"model": name, "method": labels[k], "params": c["params"], "MACs": c["macs"],
                    "MAC ratio": dense_macs / c["macs"], "acc one-shot": f"{oneshot[k] * 100:.2f}" if k in oneshot else "",
                    f"acc +{a.ft_epochs} ep FT": f"{tuned[k] * 100:.2f}" if k in tuned else "",
                    "drop (pts)": f"{(dense_test['accuracy'] - tuned[k]) * 100:.2f}" if k in tuned else ""}
+            if a.kd:
+                row[f"acc +{a.ft_epochs} ep FT, KD"] = f"{tuned_kd[k] * 100:.2f}" if k in tuned_kd else ""
             for b in ("eager_b32", "ort_b32", "eager_b1", "ort_b1"):
                 row[f"{b} speedup"] = lat[k][f"{b}_speedup"]
             row["eager_b32 / MAC ratio"] = lat[k]["eager_b32_speedup"] / row["MAC ratio"]
@@ -123,7 +136,7 @@ def main():
     payload["rows"] = rows
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
-    write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}", payload)
+    write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else ""), payload)
 
 
 if __name__ == "__main__":
