@@ -179,3 +179,52 @@ def test_ort_session_leaves_residual_layernorm_unfused(tmp_path):
     ort_session(fp32, optimized_path=tmp_path / "ran.onnx")
     ops = [n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node]
     assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+
+
+class _WideNarrow(nn.Module):
+    """A 16-channel conv then a 64-channel one: only the wide one should take onnxruntime's QGEMM (AMX) path."""
+
+    def __init__(self):
+        super().__init__()
+        self.narrow = nn.Sequential(nn.Conv2d(4, 16, 3, padding=1), nn.ReLU())
+        self.wide = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU())
+
+    def forward(self, x):
+        return self.wide(self.narrow(x))
+
+
+def _conv_weight_zero_points(path) -> list[np.ndarray]:
+    g = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in g.graph.initializer}
+    producer = {o: n for n in g.graph.node for o in n.output}
+    return [inits[producer[n.input[1]].input[2]] for n in g.graph.node if n.op_type == "Conv"]
+
+
+def test_wide_conv_weights_get_zero_point_minus_one_with_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    m, x = _WideNarrow().eval(), torch.rand(64, 4, 12, 12)
+    calib = list(x.split(16))
+    paths = {c: to_int8_onnx(m, x[:2], tmp_path / f"q_{c}.onnx", Int8Onnx(amx_conv_channels=c), data=calib)
+             for c in (None, 64)}
+    narrow, wide = _conv_weight_zero_points(paths[64])
+    assert (narrow == 0).all() and wide.shape == (64,) and (wide == -1).all()
+    assert all((z == 0).all() for z in _conv_weight_zero_points(paths[None]))
+    # the same dequantized weights, so the same model: within one output step (the two kernels round alike)
+    g = onnx.load(str(paths[None]))
+    inits = {i.name: i for i in g.graph.initializer}
+    out_q = [n for n in g.graph.node if n.op_type == "QuantizeLinear"][-1]
+    step = float(onnx.numpy_helper.to_array(inits[out_q.input[1]]))
+    a, b = run_onnx(ort_session(paths[None]), x), run_onnx(ort_session(paths[64]), x)
+    assert np.abs(a - b).max() <= step + 1e-6
+
+
+def test_amx_conv_channels_auto_follows_the_cpu(monkeypatch):
+    from netcompress.export import quantized
+
+    monkeypatch.setattr(quantized, "cpu_has_amx_int8", lambda: True)
+    assert quantized._amx_channels(Int8Onnx()) == 64  # the default is "auto"
+    monkeypatch.setattr(quantized, "cpu_has_amx_int8", lambda: False)
+    assert quantized._amx_channels(Int8Onnx()) is None
+    assert quantized._amx_channels(Int8Onnx(amx_conv_channels=32)) == 32
+    with pytest.raises(ConfigError, match="amx_conv_channels"):
+        Int8Onnx(amx_conv_channels=0)

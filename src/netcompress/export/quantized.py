@@ -6,6 +6,8 @@ by a netcompress observer (min/max, moving average, percentile or MSE-optimal cl
 fp32 graph, and the chosen ranges are handed to the rewrite as its calibration cache; and the
 defaults are the fast path of this CPU: u8 activations x s8 weights per output channel
 (s8 x s8 takes a reference path that is ~3x slower; u8 weights are ~2x slower in dynamic mode).
+On a CPU with AMX-INT8, wide convs get their s8 weights stored with zero point -1 (the same values), which moves
+them from onnxruntime's AVX-512 VNNI conv kernel to its AMX GEMM (``Int8Onnx.amx_conv_channels``).
 """
 from __future__ import annotations
 
@@ -48,6 +50,13 @@ class Int8Onnx:
     # them in fp32. Measured on a MiniLM-shaped encoder (issue 5): 1.12x faster at batch 32, 3% slower at
     # batch 1 (quantizing small per-head matrices costs more than it saves), so off by default.
     activation_matmuls: bool = False
+    # Static QDQ convs with at least this many output channels get their symmetric s8 weights stored as (q - 1) with
+    # zero point -1: the same dequantized values (symmetric weights use -127..127), but onnxruntime sends a conv
+    # whose weight zero point is not 0 through im2col + its QGEMM, which is AMX on a CPU with AMX-INT8, instead of
+    # its symmetric AVX-512 VNNI conv kernel. ResNet-20 on the AMX Xeon (RESULTS.md issue 5): the 64-channel stage
+    # 17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
+    # tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
+    amx_conv_channels: int | str | None = "auto"
 
     def __post_init__(self):
         if self.activation_type not in _ACT_TYPES:
@@ -58,6 +67,24 @@ class Int8Onnx:
             raise ConfigError(f"Int8Onnx.observer must be a netcompress observer, got {self.observer!r}")
         if self.calib_batches < 1:
             raise ConfigError(f"Int8Onnx.calib_batches must be >= 1, got {self.calib_batches}")
+        c = self.amx_conv_channels
+        if not (c is None or c == "auto" or (isinstance(c, int) and not isinstance(c, bool) and c >= 1)):
+            raise ConfigError(f"Int8Onnx.amx_conv_channels must be an int >= 1, 'auto' or None, got {c!r}")
+
+
+def cpu_has_amx_int8() -> bool:
+    """Whether this CPU reports AMX-INT8 (Linux /proc/cpuinfo; False where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "amx_int8" in line.split() for line in text.splitlines())
+
+
+def _amx_channels(config: Int8Onnx) -> int | None:
+    if config.amx_conv_channels == "auto":
+        return 64 if cpu_has_amx_int8() else None
+    return config.amx_conv_channels
 
 
 def _qtype(name: str):
@@ -123,6 +150,38 @@ def spatial_means_to_gap(model) -> int:
         used = {t for n in model.graph.node for t in n.input}
         for init in [i for i in model.graph.initializer if i.name not in used]:
             model.graph.initializer.remove(init)
+    return done
+
+
+def wide_convs_to_qgemm(model, min_channels: int) -> int:
+    """Store the symmetric s8 weights of QDQ convs with >= ``min_channels`` output channels as (q - 1) with zero
+    point -1, in place; returns how many convs were changed. Exact: onnxruntime's symmetric s8 weights lie in
+    -127..127, so q - 1 fits in s8 and (q - 1 - (-1)) * scale is the same weight. What changes is the kernel:
+    onnxruntime takes its symmetric conv kernel only when every weight zero point is 0 (see ``Int8Onnx``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            uses[t] = uses.get(t, 0) + 1
+    done = 0
+    for node in model.graph.node:
+        dq = producer.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+            continue
+        w, zp = inits.get(dq.input[0]), inits.get(dq.input[2])
+        # a weight or zero point shared with another node would change that node too
+        if w is None or zp is None or w.data_type != onnx.TensorProto.INT8 or uses[w.name] + uses[zp.name] != 2:
+            continue
+        q, z = numpy_helper.to_array(w), numpy_helper.to_array(zp)
+        if q.shape[0] < min_channels or np.any(z != 0) or q.min() < -127:
+            continue
+        w.CopyFrom(numpy_helper.from_array((q.astype(np.int16) - 1).astype(np.int8), w.name))
+        zp.CopyFrom(numpy_helper.from_array(np.full(z.shape, -1, np.int8), zp.name))
+        done += 1
     return done
 
 
@@ -215,6 +274,11 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
                                 activation_type=_qtype(config.activation_type),
                                 weight_type=_qtype(config.weight_type), calibrate_method=CalibrationMethod.MinMax,
                                 op_types_to_quantize=op_types, extra_options=extra)
+                channels = _amx_channels(config)
+                if channels is not None:
+                    q = onnx.load(str(dst))
+                    if wide_convs_to_qgemm(q, channels):
+                        onnx.save(q, str(dst))
 
         try:
             atomic_write(out_path, write)
