@@ -25,26 +25,32 @@ import onnxruntime as ort
 
 from benchmarks.common import dataset, write_json
 from benchmarks.quant_int8_speed import _gap_graph, _ort_own_static, calibration_batches, shape_only_resnet20
-from netcompress.export import Int8Onnx, quantize_onnx, to_onnx
+from netcompress.export import ORT_DISABLED_OPTIMIZERS, Int8Onnx, quantize_onnx, to_onnx
 from netcompress.measure import compare_latency, ort_callable, set_threads
 from netcompress.quantize import Percentile
 
 
-def _session(path: Path, optimized: Path | None = None, profile: Path | None = None):
+def _session(path: Path, optimized: Path | None = None, profile: Path | None = None, level: str = "ALL",
+             config: dict | None = None):
+    """1 thread, our disabled optimizers; ``level`` names a GraphOptimizationLevel (ORT_ENABLE_<level>) and
+    ``config`` holds session config entries (e.g. {"session.qdqisint8allowed": "1"})."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level}")
     so.log_severity_level = 3
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, v)
     if optimized:
         so.optimized_model_filepath = str(optimized)
     if profile:
         so.enable_profiling, so.profile_file_prefix = True, str(profile)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS))
 
 
-def _profile(path: Path, x, runs: int = 100) -> dict:
-    """Mean microseconds per run: the whole run and the kernels of each op type."""
-    s = _session(path, profile=path.with_suffix(""))
+def _profile(path: Path, x, runs: int = 100, by=None, **session_kw) -> dict:
+    """Mean microseconds per run: the whole run and the kernels of each op type (or of each ``by(event)`` key)."""
+    s = _session(path, profile=path.with_suffix(""), **session_kw)
     for _ in range(20):
         s.run(None, {"input": x})
     for _ in range(runs):
@@ -53,7 +59,9 @@ def _profile(path: Path, x, runs: int = 100) -> dict:
     per, total = collections.Counter(), 0.0
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per[e["args"]["op_name"]] += e["dur"]
+            key = by(e) if by else e["args"]["op_name"]
+            if key is not None:  # by() returns None for kernels it leaves out
+                per[key] += e["dur"]
         if e.get("cat") == "Session" and e["name"] == "model_run":
             total += e["dur"]
     # the warm-up runs are profiled too
