@@ -37,26 +37,17 @@ log = logging.getLogger("bench")
 
 @contextlib.contextmanager
 def _ort_quantizer_kwargs(**kw):
-    """Pass extra keyword arguments (quant_format, nodes_to_exclude, ...) to onnxruntime's quantize_static."""
+    """Pass extra keyword arguments (e.g. quant_format) to onnxruntime's quantize_static."""
     orig = ort_q.quantize_static
 
-    def patched(model_input, *a, **k):
-        extra = {key: (v(model_input) if callable(v) else v) for key, v in kw.items()}
-        return orig(model_input, *a, **{**k, **extra})
+    def patched(*a, **k):
+        return orig(*a, **{**k, **kw})
 
     ort_q.quantize_static = patched
     try:
         yield
     finally:
         ort_q.quantize_static = orig
-
-
-def _narrow_input_convs(model_input) -> list[str]:
-    """Convs whose input channels are not a multiple of 4 (the stem): onnxruntime's symmetric kernel skips them."""
-    m = onnx.load(str(model_input))
-    inits = {i.name: i for i in m.graph.initializer}
-    return [n.name for n in m.graph.node if n.op_type == "Conv" and n.input[1] in inits
-            and inits[n.input[1]].dims[1] % 4]
 
 
 def _stage(e) -> str | None:
@@ -80,8 +71,7 @@ LEVERS = {
     "u8s8 per-tensor": (Int8Onnx(observer=OBS, per_channel=False, amx_conv_channels=None), {}, {}),
     "u8s8 per-ch, QOperator": (Int8Onnx(observer=OBS, amx_conv_channels=None),
                                {"quant_format": ort_q.QuantFormat.QOperator}, {}),
-    "u8s8 per-ch, first conv fp32": (Int8Onnx(observer=OBS, amx_conv_channels=64),
-                                     {"nodes_to_exclude": _narrow_input_convs}, {}),
+    "u8s8 per-ch, first conv fp32": (Int8Onnx(observer=OBS, amx_conv_channels=64, fp32_narrow_convs=True), {}, {}),
     "u8 weights (u8u8) per-tensor": (Int8Onnx(observer=OBS, weight_type="u8", per_channel=False), {}, {}),
     "s8s8 per-ch": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None), {}, {}),
     "s8s8 per-ch, qdqisint8allowed=1": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None), {},

@@ -228,3 +228,12 @@ def test_amx_conv_channels_auto_follows_the_cpu(monkeypatch):
     assert quantized._amx_channels(Int8Onnx(amx_conv_channels=32)) == 32
     with pytest.raises(ConfigError, match="amx_conv_channels"):
         Int8Onnx(amx_conv_channels=0)
+
+
+def test_fp32_narrow_convs_leaves_only_the_stem_in_float(tmp_path, digits28):
+    m = _TinyResNet().eval()
+    x = digits28.train.tensors[0][:128]
+    path = to_int8_onnx(m, x[:2], tmp_path / "q.onnx", Int8Onnx(fp32_narrow_convs=True), data=list(x.split(64)))
+    ops = _optimized_ops(path, tmp_path)
+    assert ops.count("QLinearConv") == 1 and ops.count("Conv") == 1, ops  # the body int8, the 1-channel stem fp32
+    assert np.abs(run_onnx(ort_session(path), x[:16]) - m(x[:16]).detach().numpy()).max() < 0.2

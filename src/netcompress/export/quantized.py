@@ -57,6 +57,11 @@ class Int8Onnx:
     # 17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
     # tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
     amx_conv_channels: int | str | None = "auto"
+    # Leave convs whose input channels are not a multiple of 4 (a stem on grey or RGB images) in fp32: onnxruntime's
+    # symmetric int8 conv kernel needs a multiple of 4, so it runs them as byte-wise im2col + GEMM, 2.5x slower than
+    # its fp32 conv for ResNet-20's 1-channel stem (28 vs 11 us at batch 1). The fp32 output then enters the NHWC
+    # int8 graph through extra Transposes, so the net gain is small (RESULTS.md issue 5, AMX machine).
+    fp32_narrow_convs: bool = False
 
     def __post_init__(self):
         if self.activation_type not in _ACT_TYPES:
@@ -151,6 +156,13 @@ def spatial_means_to_gap(model) -> int:
         for init in [i for i in model.graph.initializer if i.name not in used]:
             model.graph.initializer.remove(init)
     return done
+
+
+def narrow_convs(model) -> list[str]:
+    """Names of the Conv nodes whose weight has a per-group input channel count that is not a multiple of 4."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Conv" and n.input[1] in inits and inits[n.input[1]].dims[1] % 4]
 
 
 def wide_convs_to_qgemm(model, min_channels: int) -> int:
@@ -253,6 +265,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
             src = Path(tmp) / "gap.onnx"
             onnx.save(graph, str(src))
         op_types = list(config.op_types) if config.op_types else None
+        exclude = narrow_convs(graph) if config.fp32_narrow_convs else []
         extra = {"MatMulConstBOnly": not config.activation_matmuls}
 
         def write(dst: Path):
@@ -273,7 +286,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
                                 quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
                                 activation_type=_qtype(config.activation_type),
                                 weight_type=_qtype(config.weight_type), calibrate_method=CalibrationMethod.MinMax,
-                                op_types_to_quantize=op_types, extra_options=extra)
+                                op_types_to_quantize=op_types, nodes_to_exclude=exclude, extra_options=extra)
                 channels = _amx_channels(config)
                 if channels is not None:
                     q = onnx.load(str(dst))
