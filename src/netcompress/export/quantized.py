@@ -54,7 +54,7 @@ class Int8Onnx:
     # zero point -1: the same dequantized values (symmetric weights use -127..127), but onnxruntime sends a conv
     # whose weight zero point is not 0 through im2col + its QGEMM, which is AMX on a CPU with AMX-INT8, instead of
     # its symmetric AVX-512 VNNI conv kernel. ResNet-20 on the AMX Xeon (RESULTS.md issue 5): the 64-channel stage
-    # 17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
+    # 13-17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
     # tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
     amx_conv_channels: int | str | None = "auto"
     # Leave convs whose input channels are not a multiple of 4 (a stem on grey or RGB images) in fp32: onnxruntime's
