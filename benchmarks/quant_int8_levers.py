@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import logging
 import os
 import tempfile
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime.quantization as ort_q
 import torch
 
 from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
@@ -35,21 +33,6 @@ from netcompress.quantize import Percentile
 log = logging.getLogger("bench")
 
 
-@contextlib.contextmanager
-def _ort_quantizer_kwargs(**kw):
-    """Pass extra keyword arguments (e.g. quant_format) to onnxruntime's quantize_static."""
-    orig = ort_q.quantize_static
-
-    def patched(*a, **k):
-        return orig(*a, **{**k, **kw})
-
-    ort_q.quantize_static = patched
-    try:
-        yield
-    finally:
-        ort_q.quantize_static = orig
-
-
 def _stage(e) -> str | None:
     """Conv kernels keyed by output channels: NCHW / NCHWc outputs have H == W in dims 2, 3 (square maps here),
     NHWC ones (int8 after the layout transform) in dims 1, 2."""
@@ -60,23 +43,22 @@ def _stage(e) -> str | None:
 
 
 OBS = Percentile(99.999)
-# name: (Int8Onnx, extra quantize_static kwargs, session kwargs); None = the fp32 graph
+# name: (Int8Onnx, session kwargs); None = the fp32 graph
 LEVERS = {
-    "fp32": (None, {}, {}),
-    "fp32, ORT_ENABLE_EXTENDED": (None, {}, {"level": "EXTENDED"}),
-    "int8 default now (u8s8 per-ch, zp -1 at >= 64 ch)": (Int8Onnx(observer=OBS, amx_conv_channels=64), {}, {}),
-    "u8s8 per-ch, zp 0 everywhere (before)": (Int8Onnx(observer=OBS, amx_conv_channels=None), {}, {}),
-    "u8s8 per-ch, zp -1 at >= 32 ch": (Int8Onnx(observer=OBS, amx_conv_channels=32), {}, {}),
-    "u8s8 per-ch, zp -1 on every conv": (Int8Onnx(observer=OBS, amx_conv_channels=1), {}, {}),
-    "u8s8 per-tensor": (Int8Onnx(observer=OBS, per_channel=False, amx_conv_channels=None), {}, {}),
-    "u8s8 per-ch, QOperator": (Int8Onnx(observer=OBS, amx_conv_channels=None),
-                               {"quant_format": ort_q.QuantFormat.QOperator}, {}),
-    "u8s8 per-ch, first conv fp32": (Int8Onnx(observer=OBS, amx_conv_channels=64, fp32_narrow_convs=True), {}, {}),
-    "u8 weights (u8u8) per-tensor": (Int8Onnx(observer=OBS, weight_type="u8", per_channel=False), {}, {}),
-    "s8s8 per-ch": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None), {}, {}),
-    "s8s8 per-ch, qdqisint8allowed=1": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None), {},
+    "fp32": (None, {}),
+    "fp32, ORT_ENABLE_EXTENDED": (None, {"level": "EXTENDED"}),
+    "int8 default now (u8s8 per-ch, zp -1 at >= 64 ch)": (Int8Onnx(observer=OBS, amx_conv_channels=64), {}),
+    "u8s8 per-ch, zp 0 everywhere (before)": (Int8Onnx(observer=OBS, amx_conv_channels=None), {}),
+    "u8s8 per-ch, zp -1 at >= 32 ch": (Int8Onnx(observer=OBS, amx_conv_channels=32), {}),
+    "u8s8 per-ch, zp -1 on every conv": (Int8Onnx(observer=OBS, amx_conv_channels=1), {}),
+    "u8s8 per-tensor": (Int8Onnx(observer=OBS, per_channel=False, amx_conv_channels=None), {}),
+    "u8s8 per-ch, QOperator": (Int8Onnx(observer=OBS, amx_conv_channels=None, quant_format="QOperator"), {}),
+    "u8s8 per-ch, first conv fp32": (Int8Onnx(observer=OBS, amx_conv_channels=64, fp32_narrow_convs=True), {}),
+    "u8 weights (u8u8) per-tensor": (Int8Onnx(observer=OBS, weight_type="u8", per_channel=False), {}),
+    "s8s8 per-ch": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None), {}),
+    "s8s8 per-ch, qdqisint8allowed=1": (Int8Onnx(observer=OBS, activation_type="s8", amx_conv_channels=None),
                                         {"config": {"session.qdqisint8allowed": "1"}}),
-    "u8s8 per-ch, ORT_ENABLE_EXTENDED": (Int8Onnx(observer=OBS, amx_conv_channels=None), {}, {"level": "EXTENDED"}),
+    "u8s8 per-ch, ORT_ENABLE_EXTENDED": (Int8Onnx(observer=OBS, amx_conv_channels=None), {"level": "EXTENDED"}),
 }
 
 
@@ -99,12 +81,11 @@ def main():
         tmp = Path(tmp)
         fp32 = _gap_graph(to_onnx(model, calib[0][:2], tmp / "raw.onnx"), tmp / "fp32.onnx")
         paths = {}
-        for i, (name, (cfg, qkw, skw)) in enumerate(LEVERS.items()):
+        for i, (name, (cfg, skw)) in enumerate(LEVERS.items()):
             if cfg is None:
                 paths[name] = fp32
             else:
-                with _ort_quantizer_kwargs(**qkw):
-                    paths[name] = quantize_onnx(fp32, tmp / f"v{i}.onnx", cfg, data=calib)
+                paths[name] = quantize_onnx(fp32, tmp / f"v{i}.onnx", cfg, data=calib)
             opt = tmp / f"v{i}.opt.onnx"
             _session(paths[name], optimized=opt, **skw)
             ops = collections.Counter(n.op_type for n in onnx.load(str(opt)).graph.node)

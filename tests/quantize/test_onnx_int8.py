@@ -76,6 +76,22 @@ def test_static_needs_data_and_valid_types(tmp_path):
         to_int8_onnx(_mlp(), torch.randn(1, 1, 8, 8), tmp_path / "x.onnx", Int8Onnx())
     with pytest.raises(ConfigError, match="activation_type"):
         Int8Onnx(activation_type="int4")
+    with pytest.raises(ConfigError, match=r"quant_format='QLinear'; allowed: \('QDQ', 'QOperator'\)"):
+        Int8Onnx(quant_format="QLinear")
+
+
+def test_qoperator_format_writes_qlinear_ops_with_the_qdq_outputs(tmp_path, digits28):
+    x = digits28.train.tensors[0][:128]
+    calib = list(x.split(32))
+    model = _TinyResNet().eval()
+    paths = {f: to_int8_onnx(model, x[:2], tmp_path / f"{f}.onnx",
+                             Int8Onnx(quant_format=f, amx_conv_channels=None), data=calib)
+             for f in ("QDQ", "QOperator")}
+    ops = {f: {n.op_type for n in onnx.load(str(p)).graph.node} for f, p in paths.items()}
+    assert "QLinearConv" in ops["QOperator"]
+    assert "QLinearConv" not in ops["QDQ"] and "DequantizeLinear" in ops["QDQ"]
+    got = {f: run_onnx(ort_session(p), x[:64]) for f, p in paths.items()}
+    assert np.abs(got["QDQ"] - got["QOperator"]).max() <= 1e-5  # onnxruntime runs the same int8 kernels
 
 
 class _TinyResNet(nn.Module):

@@ -16,7 +16,7 @@ import io
 import logging
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _ACT_TYPES = ("u8", "s8")
 _W_TYPES = ("s8", "u8")
+_FORMATS = ("QDQ", "QOperator")
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,18 @@ class Int8Onnx:
     # its fp32 conv for ResNet-20's 1-channel stem (28 vs 11 us at batch 1). The fp32 output then enters the NHWC
     # int8 graph through extra Transposes, so the net gain is small (RESULTS.md issue 5, AMX machine).
     fp32_narrow_convs: bool = False
+    # static graphs: "QDQ" (Q/DQ pairs around float ops; onnxruntime fuses them) or "QOperator" (QLinearConv etc.
+    # written out). onnxruntime optimizes both into the same graph here (RESULTS.md issue 5, AMX machine); QOperator
+    # is for runtimes that do not fuse QDQ. The AMX zero-point form applies to QDQ only.
+    quant_format: str = "QDQ"
 
     def __post_init__(self):
         if self.activation_type not in _ACT_TYPES:
             raise ConfigError(f"Int8Onnx.activation_type={self.activation_type!r}; allowed: {_ACT_TYPES}")
         if self.weight_type not in _W_TYPES:
             raise ConfigError(f"Int8Onnx.weight_type={self.weight_type!r}; allowed: {_W_TYPES}")
+        if self.quant_format not in _FORMATS:
+            raise ConfigError(f"Int8Onnx.quant_format={self.quant_format!r}; allowed: {_FORMATS}")
         if self.observer is not None and not hasattr(self.observer, "clip"):
             raise ConfigError(f"Int8Onnx.observer must be a netcompress observer, got {self.observer!r}")
         if self.calib_batches < 1:
@@ -283,7 +290,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
                     for k, (lo, hi) in ranges.items()}),
                     cache)
                 quantize_static(str(src), str(dst), calibration_data_reader=None, calibration_cache_path=str(cache),
-                                quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
+                                quant_format=getattr(QuantFormat, config.quant_format), per_channel=config.per_channel,
                                 activation_type=_qtype(config.activation_type),
                                 weight_type=_qtype(config.weight_type), calibrate_method=CalibrationMethod.MinMax,
                                 op_types_to_quantize=op_types, nodes_to_exclude=exclude, extra_options=extra)
