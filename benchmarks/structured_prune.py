@@ -106,7 +106,8 @@ def main():
         for k in ("ours", "tp"):  # the same fine-tune for both
             tuned[k] = fine_tune(candidates[k], splits, a.ft_epochs)["accuracy"]
             log.info("%s %s fine-tuned: %.4f (%.0fs)", name, k, tuned[k], time.time() - t0)
-        teacher, cache = copy.deepcopy(dense), TeacherCache()  # a Distiller freezes its teacher
+        # a Distiller freezes its teacher: a copy, and only when KD runs
+        teacher, cache = (copy.deepcopy(dense), TeacherCache()) if a.kd else (None, None)
         for k, model in starts.items():
             kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
             tuned_kd[k] = fine_tune(model, splits, a.ft_epochs, callbacks=[kd])["accuracy"]
