@@ -18,8 +18,11 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 FT = dict(batch_size=128, lr=0.01, optimizer="sgd", scheduler="cosine", weight_decay=5e-4)
 
 
-def args(doc: str, default_models=("resnet56", "vgg_small"), methods=(), flags: dict | None = None):
+def args(doc: str, default_models=("resnet56", "vgg_small"), methods=(), flags: dict | None = None,
+         seeds: bool = False):
     p = argparse.ArgumentParser(description=doc)
+    if seeds:
+        p.add_argument("--seeds", type=int, default=1, help="fine-tune seeds 0..N-1 per method (mean reported)")
     for flag, help_ in (flags or {}).items():
         p.add_argument(flag, action="store_true", help=help_)
     if methods:

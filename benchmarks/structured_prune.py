@@ -2,16 +2,19 @@
 accuracy drop, measured latency (torch eager + onnxruntime, batch 32 and 1, 1 thread) against the MAC ratio;
 side by side with Torch-Pruning at the same MAC count and the same fine-tune, in the same run.
 
-Ours, per model (both meet MACs(0.5) with the greedy stopping at the budget, ranked per measured ms saved):
-* resnet56: depth pruning, ``BlockPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=32))``: whole
-  residual blocks go, least contribution (epsilon-ResNet RMS ratio) per measured millisecond first;
+Ours, per model (both meet MACs(0.5) with the greedy stopping at the budget, ranked per millisecond saved,
+the milliseconds the mean of torch eager's and onnxruntime's relative latency: ``runtime="both"``):
+* resnet56: depth pruning, ``BlockPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=32,
+  runtime="both"))``: whole residual blocks go, least contribution (epsilon-ResNet RMS ratio) per ms first;
 * vgg_small (no residual blocks): ``ChannelPruning(budget=MACs(0.5), importance=L2(),
-  scope=LatencyAware(batch_size=32), round_to=8)``: channels, least L2 norm per predicted millisecond first.
+  scope=LatencyAware(batch_size=32, runtime="both", importance_scale="mean"), round_to=16, max_ratio=0.5)``:
+  channels, least L2 norm (over its layer's mean) per predicted millisecond first, no layer below half its
+  width, counts in 16s (AVX-512 lanes; onnxruntime's blocked convolutions).
 Torch-Pruning 1.6.1 (``BasePruner``, group L2 magnitude, uniform ratio) is bisected to our MAC count
-(``round_to=1`` so it can land there); its ``round_to=8`` setting at the nearest MACs at or below ours, and our
+(``round_to=1`` so it can land there); its ``round_to=16`` setting at the nearest MACs at or below ours, and our
 old uniform L2 channel pruning at MACs(0.5), are timed beside (one-shot accuracy only, no fine-tune).
 
-    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd]
+    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd] [--seeds 3]
 
 ``--kd`` adds, for ours and Torch-Pruning alike, the same fine-tune with KD from the dense model as the loss
 (``KD(T=4, alpha=0.9, beta=0.1)``, the teacher's logits cached once): distillation is part of our pipeline, and
@@ -32,22 +35,23 @@ from netcompress.prune.structured import (L2, BlockPruning, ChannelPruning, Late
                                           prune_channels)
 from netcompress.train import evaluate
 
-ROUND_TO = 8
+ROUND_TO = 16
 log = logging.getLogger(__name__)
 
 
 def ours(name, dense, splits, shape):
     """(pruned copy, label, PruneResult): the claim-2 method for this model."""
     model = copy.deepcopy(dense)
-    scope = LatencyAware(batch_size=32, threads=1, repeats=7)
     if name.startswith("resnet"):
-        cfg = BlockPruning(budget=MACs(0.5), scope=scope)
+        cfg = BlockPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=32, threads=1, repeats=7, runtime="both"))
         r = prune_blocks(model, cfg, torch.randn(2, *shape), data=splits.train)
-        label = f"ours: depth, {len(r.plan.replace)} blocks (MACs(0.5), LatencyAware)"
+        label = f"ours: depth, {len(r.plan.replace)} blocks (MACs(0.5), LatencyAware both runtimes)"
     else:
-        cfg = ChannelPruning(budget=MACs(0.5), importance=L2(), scope=scope, round_to=ROUND_TO)
+        scope = LatencyAware(batch_size=32, threads=1, repeats=7, runtime="both", importance_scale="mean")
+        cfg = ChannelPruning(budget=MACs(0.5), importance=L2(), scope=scope, round_to=ROUND_TO, max_ratio=0.5)
         r = prune_channels(model, cfg, torch.randn(2, *shape))
-        label = "ours: channels (L2, MACs(0.5), LatencyAware, round_to=8)"
+        label = (f"ours: channels (L2, MACs(0.5), LatencyAware both runtimes, mean scale, round_to={ROUND_TO}, "
+                 "max_ratio=0.5)")
     return model, label, r
 
 
@@ -75,7 +79,8 @@ def torch_pruning(model, x, target_macs: float, round_to):
 
 
 def main():
-    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model"})
+    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model"},
+             seeds=True)
     torch.set_num_threads(a.threads)
     splits = subset(a.n_train, a.n_test)
     shape = splits.input_shape
@@ -97,24 +102,33 @@ def main():
         candidates = {"dense": dense, "ours": mine, "tp": tp_exact, "tp8": tp8, "uniform": uniform}
         labels = {"dense": "dense", "ours": label,
                   "tp": f"torch-pruning (GroupMagnitude p=2, uniform ratio {tp_ratio:.4f}, round_to=1)",
-                  "tp8": f"torch-pruning round_to=8 (ratio {tp8_ratio:.4f}), no FT",
-                  "uniform": "ours, old: uniform channels (L2, Local, MACs(0.5), round_to=8), no FT"}
+                  "tp8": f"torch-pruning round_to={ROUND_TO} (ratio {tp8_ratio:.4f}), no FT",
+                  "uniform": f"ours, uniform channels (L2, Local, MACs(0.5), round_to={ROUND_TO}), no FT"}
         oneshot = {k: evaluate(m, splits.test)["accuracy"] for k, m in candidates.items() if k != "dense"}
         log.info("%s one-shot: %s (%.0fs)", name, oneshot, time.time() - t0)
-        tuned, tuned_kd = {"dense": dense_test["accuracy"]}, {}
-        starts = {k: copy.deepcopy(candidates[k]) for k in ("ours", "tp")} if a.kd else {}
-        for k in ("ours", "tp"):  # the same fine-tune for both
-            tuned[k] = fine_tune(candidates[k], splits, a.ft_epochs)["accuracy"]
-            log.info("%s %s fine-tuned: %.4f (%.0fs)", name, k, tuned[k], time.time() - t0)
+        # the same fine-tunes (seeds 0..N-1) for both tools, each from a copy of the one-shot pruned model
+        per_seed: dict[str, list[float]] = {}
+        for k in ("ours", "tp"):
+            for seed in range(a.seeds):
+                acc = fine_tune(copy.deepcopy(candidates[k]), splits, a.ft_epochs, seed=seed)["accuracy"]
+                per_seed.setdefault(k, []).append(acc)
+                log.info("%s %s seed %d fine-tuned: %.4f (%.0fs)", name, k, seed, acc, time.time() - t0)
         # a Distiller freezes its teacher: a copy, and only when KD runs
         teacher, cache = (copy.deepcopy(dense), TeacherCache()) if a.kd else (None, None)
-        for k, model in starts.items():
-            kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
-            tuned_kd[k] = fine_tune(model, splits, a.ft_epochs, callbacks=[kd])["accuracy"]
-            log.info("%s %s fine-tuned with KD: %.4f (%.0fs)", name, k, tuned_kd[k], time.time() - t0)
+        for k in ("ours", "tp") if a.kd else ():
+            for seed in range(a.seeds):
+                model = copy.deepcopy(candidates[k])
+                kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
+                acc = fine_tune(model, splits, a.ft_epochs, seed=seed, callbacks=[kd])["accuracy"]
+                per_seed.setdefault(k + "_kd", []).append(acc)
+                log.info("%s %s seed %d fine-tuned with KD: %.4f (%.0fs)", name, k, seed, acc, time.time() - t0)
+        mean = {k: sum(v) / len(v) for k, v in per_seed.items()}
+        tuned = {"dense": dense_test["accuracy"], **{k: mean[k] for k in ("ours", "tp")}}
+        tuned_kd = {k: mean[k + "_kd"] for k in ("ours", "tp") if k + "_kd" in mean}
         lat = latency_rows(candidates, shape, a.repeats, a.threads)
         entry = {"dense_test": dense_test, "plan": r.plan.to_dict(), "search": r.latency, "tp_ratio": tp_ratio,
-                 "tp8_ratio": tp8_ratio, "latency": lat, "oneshot": oneshot, "tuned": tuned, "tuned_kd": tuned_kd}
+                 "tp8_ratio": tp8_ratio, "latency": lat, "oneshot": oneshot, "tuned": tuned, "tuned_kd": tuned_kd,
+                 "tuned_per_seed": per_seed}
         for k, model in candidates.items():
             c = costs(model, x1)
             row = {"model": name, "method": labels[k], "params": c["params"], "MACs": c["macs"],
@@ -123,6 +137,9 @@ def main():
                    "drop (pts)": f"{(dense_test['accuracy'] - tuned[k]) * 100:.2f}" if k in tuned else ""}
             if a.kd:
                 row[f"acc +{a.ft_epochs} ep FT, KD"] = f"{tuned_kd[k] * 100:.2f}" if k in tuned_kd else ""
+            if a.seeds > 1:
+                row["per seed (CE; KD)"] = "; ".join("/".join(f"{v * 100:.2f}" for v in per_seed[j])
+                                                     for j in (k, k + "_kd") if j in per_seed)
             for b in ("eager_b32", "ort_b32", "eager_b1", "ort_b1"):
                 row[f"{b} speedup"] = lat[k][f"{b}_speedup"]
             row["eager_b32 / MAC ratio"] = lat[k]["eager_b32_speedup"] / row["MAC ratio"]
@@ -137,7 +154,8 @@ def main():
     payload["rows"] = rows
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
-    write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else ""), payload)
+    write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else "")
+               + (f"_s{a.seeds}" if a.seeds > 1 else ""), payload)
 
 
 if __name__ == "__main__":

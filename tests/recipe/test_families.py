@@ -116,3 +116,18 @@ def test_config_stages_take_a_built_config_or_name_the_wrong_object():
             params(config=3)
     assert PruneParams(config={"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}}).config \
         == ChannelPruning(budget=MACs(0.5))
+
+
+def test_recipe_names_the_latency_aware_scope_and_its_options():
+    """A recipe reaches LatencyAware (both runtimes, mean scale) and max_ratio; a wrong runtime is named."""
+    from pydantic import ValidationError
+
+    from netcompress.prune.structured import ChannelPruning, LatencyAware, MACs
+    from netcompress.recipe.builtin import PruneParams
+
+    cfg = {"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}, "max_ratio": 0.5, "round_to": 16,
+           "scope": {"type": "LatencyAware", "runtime": "both", "importance_scale": "mean"}}
+    assert PruneParams(config=cfg).config == ChannelPruning(
+        budget=MACs(0.5), max_ratio=0.5, round_to=16, scope=LatencyAware(runtime="both", importance_scale="mean"))
+    with pytest.raises(ValidationError, match=r"LatencyAware.runtime must be one of"):
+        PruneParams(config={**cfg, "scope": {"type": "LatencyAware", "runtime": "gpu"}})

@@ -26,7 +26,8 @@ def prune_vocab(config_type: type) -> dict[str, type]:
     if config_type.__module__.startswith("netcompress.prune.structured"):
         from ..prune import structured as s
 
-        return _names(s.L1, s.L2, s.Taylor, s.BNScale, s.Random, s.Local, s.Global, s.Params, s.MACs, s.Latency)
+        return _names(s.L1, s.L2, s.Taylor, s.BNScale, s.Random, s.Local, s.Global, s.LatencyAware, s.Params,
+                      s.MACs, s.Latency)
     import netcompress.prune as p
 
     return _names(p.Elementwise, p.Global, p.Layerwise, p.Neurons, p.NM, p.Magnitude, p.Random, p.SNIP, p.GraSP,

@@ -81,9 +81,10 @@ def test_macs_budget_removes_blocks_until_it_fits_and_equals_zeroed_twin():
     assert (twin(X) - model(X)).abs().max() <= 1e-5
 
 
-def test_latency_aware_ranks_by_contribution_per_ms():
+@pytest.mark.parametrize("runtime", ["eager", "both"])
+def test_latency_aware_ranks_by_contribution_per_ms(runtime):
     model = resnet()
-    r = prune_blocks(model, BlockPruning(blocks=2, scope=LatencyAware(batch_size=4, repeats=3)), X)
+    r = prune_blocks(model, BlockPruning(blocks=2, scope=LatencyAware(batch_size=4, repeats=3, runtime=runtime)), X)
     ms, contrib = r.latency["block_ms"], r.latency["contributions"]
     key = {n: contrib[n] / ms[n] for n in ms}
     assert sorted(r.plan.replace) == sorted(sorted(key, key=key.__getitem__)[:2])

@@ -7,7 +7,7 @@ import torch
 import netcompress as nc
 from netcompress.core.errors import ConfigError
 from netcompress.graph import ChannelGraph
-from netcompress.prune.structured import ChannelPruning, Latency, LatencyAware, MACs, prune_channels
+from netcompress.prune.structured import ChannelPruning, Latency, LatencyAware, Local, MACs, prune_channels
 from netcompress.prune.structured.latency import LatencyTable
 
 X = torch.randn(2, 1, 16, 16)
@@ -71,3 +71,56 @@ def test_latency_aware_needs_a_macs_or_params_budget():
         ChannelPruning(ratio=0.5, scope=LatencyAware())
     with pytest.raises(ConfigError, match=r"LatencyAware.batch_size"):
         LatencyAware(batch_size=0)
+
+
+def test_latency_aware_bad_runtime_scale_and_max_ratio_are_named():
+    with pytest.raises(ConfigError, match=r"LatencyAware.runtime must be one of \['eager', 'onnxruntime', 'both'\]"):
+        LatencyAware(runtime="tensorrt")
+    with pytest.raises(ConfigError, match=r"LatencyAware.importance_scale must be 'share' or 'mean'"):
+        LatencyAware(importance_scale="sum")
+    with pytest.raises(ConfigError, match=r"ChannelPruning.max_ratio must be a number in \(0, 1\]"):
+        ChannelPruning(ratio=0.3, max_ratio=0.0)
+
+
+@pytest.mark.parametrize("scope", [Local(), LatencyAware(batch_size=4, repeats=3, importance_scale="mean")])
+def test_max_ratio_caps_every_group(scope):
+    """No layer loses more than max_ratio of its channels, whatever the budget pushes for."""
+    model = vgg()
+    kw = dict(budget=MACs(0.5)) if isinstance(scope, LatencyAware) else dict(ratio=0.9)
+    prune_channels(model, ChannelPruning(scope=scope, max_ratio=0.5, **kw), X)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    dense = [m for m in vgg().modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels >= d.out_channels // 2 for c, d in zip(convs, dense))
+    assert any(c.out_channels < d.out_channels for c, d in zip(convs, dense))
+
+
+def test_unreachable_budget_under_max_ratio_names_the_cap():
+    with pytest.raises(ConfigError, match=r"cannot be met.*\(max_ratio=0.1\).*best reachable is MACs\("):
+        prune_channels(vgg(), ChannelPruning(budget=MACs(0.3), max_ratio=0.1), X)
+
+
+def test_group_corrections_vanish_at_dense_and_keep_prediction_positive():
+    model = vgg()
+    graph = ChannelGraph(model, X)
+    xb = X[:1].expand(4, *X.shape[1:]).contiguous()
+    table = LatencyTable(batch_size=4, repeats=3, round_to=4).build(model, graph).calibrate(graph, 1.0)
+    before = table.predict(graph)
+    table.calibrate_groups(model, graph, xb)
+    assert set(table.corrections) == set(range(len(graph.groups)))
+    assert table.predict(graph) == pytest.approx(before)  # every correction is 0 at the dense count
+    for g, (ks, cs) in table.corrections.items():
+        assert ks == sorted(ks) and ks[-1] == len(graph.groups[g]) and cs[-1] == 0.0
+    everything = graph.group_of_unit >= 0
+    assert table.predict(graph, everything) > 0
+
+
+def test_latency_aware_on_both_runtimes_meets_budget():
+    """Tables and corrections measured in torch eager and in onnxruntime sessions, their mean steering."""
+    runtime = "both"
+    model = vgg()
+    r = prune_channels(model, ChannelPruning(budget=MACs(0.5), round_to=4, max_ratio=0.75,
+                                             scope=LatencyAware(batch_size=4, repeats=3, runtime=runtime)), X)
+    assert r.after["macs"] <= 0.5 * r.before["macs"] and r.latency["runtime"] == runtime
+    assert set(r.latency["predicted_speedup_per_runtime"]) == {"eager", "onnxruntime"}
+    assert all(s > 1 for s in r.latency["predicted_speedup_per_runtime"].values())
+    assert model(X).shape == (2, 10)

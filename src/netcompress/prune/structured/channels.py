@@ -93,10 +93,11 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
     elif config.budget is not None:
         scores = normalised(scores, config.scope, importance.comparable)
         pruned = solve_budget(graph, scores, config.budget, config.scope, config.round_to, config.min_channels,
-                              extra_params)
+                              extra_params, config.max_ratio)
     else:
         scores = normalised(scores, config.scope, importance.comparable)
-        pruned = select(graph, scores, config.ratio, config.scope, config.round_to, config.min_channels)
+        pruned = select(graph, scores, config.ratio, config.scope, config.round_to, config.min_channels,
+                        config.max_ratio)
     plan = graph.plan(np.nonzero(~graph.channel_keep(pruned))[0])
     after = graph.cost(pruned)
     if plan_path is not None:

@@ -33,17 +33,38 @@ class LatencyAware:
     the milliseconds measured on this device at ``batch_size`` with ``threads`` threads (a per-layer latency
     table; NetAdapt-style greedy). With a MACs or Params budget the greedy stops at the budget: the same
     MACs are removed, but where they cost time (thin, large-activation layers first), so the measured
-    speedup tracks the MAC ratio."""
+    speedup tracks the MAC ratio.
+
+    ``runtime``: where the milliseconds are measured: ``"eager"`` (torch), ``"onnxruntime"`` (each layer and
+    model exported to ONNX and run in an onnxruntime CPU session), or ``"both"`` (the mean of the two
+    relative latencies: one pruned model for both deployments; they disagree, e.g. eager pays for a
+    max-pool over wide early layers, onnxruntime for thin convolutions).
+
+    ``importance_scale``: how channel scores of different groups are put on one scale. ``"share"``: a
+    channel's score over its group's total, so a quarter of a thin layer costs as much as a quarter of a
+    wide one and cuts spread out. ``"mean"``: over its group's mean, every channel ~1, so the cut follows
+    the milliseconds; pair it with ``ChannelPruning(max_ratio=...)`` or thin, slow layers get emptied.
+    (VGG-small / Fashion-MNIST, 2x fewer MACs: "share" measured 0.72-0.80x the MAC ratio in speedup, "mean"
+    with max_ratio=0.5 0.89-0.90, in eager and onnxruntime.)"""
 
     batch_size: int = 32
     threads: int = 1
     repeats: int = 7
+    runtime: str = "eager"
+    importance_scale: str = "share"
 
     def __post_init__(self):
         for name in ("batch_size", "threads", "repeats"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"LatencyAware.{name} must be a positive integer, got {v!r}")
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"LatencyAware.runtime must be one of {list(RUNTIMES)}, got {self.runtime!r}")
+        if self.importance_scale not in ("share", "mean"):
+            raise ConfigError(f"LatencyAware.importance_scale must be 'share' or 'mean', got {self.importance_scale!r}")
+
+
+RUNTIMES = ("eager", "onnxruntime", "both")
 
 
 # ----- budgets: what the pruned model must fit
@@ -100,7 +121,8 @@ class ChannelPruning:
 
     Give exactly one of ``ratio`` (fraction of each group's channels, or of all channels with Global
     scope) or ``budget`` (Params / MACs / Latency). ``keep`` names layers whose output channels stay;
-    ``round_to`` keeps channel counts at multiples of it (8 suits SIMD kernels).
+    ``round_to`` keeps channel counts at multiples of it (8 suits SIMD kernels); ``min_channels`` and
+    ``max_ratio`` (no group loses more than this fraction of its channels; None = no cap) bound every group.
 
     >>> from netcompress.prune.structured import L1
     >>> ChannelPruning(budget=MACs(0.5), importance=L1(), round_to=8).round_to
@@ -118,6 +140,7 @@ class ChannelPruning:
     keep: tuple[str, ...] = ()
     round_to: int = 1
     min_channels: int = 1
+    max_ratio: float | None = None
 
     def __post_init__(self):
         if (self.ratio is None) == (self.budget is None):
@@ -139,6 +162,8 @@ class ChannelPruning:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"ChannelPruning.{name} must be a positive integer, got {v!r}")
+        if self.max_ratio is not None:
+            _fraction("ChannelPruning", "max_ratio", self.max_ratio)
         if self.importance is not None and not callable(self.importance):
             raise ConfigError(f"ChannelPruning.importance must be an Importance such as L1(), Taylor(), "
                               f"BNScale(), Random(); got {self.importance!r}")

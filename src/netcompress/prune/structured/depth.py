@@ -137,21 +137,30 @@ def block_costs(model: nn.Module, graph: ChannelGraph, blocks: dict[str, tuple])
 
 
 def block_latency(model: nn.Module, blocks: dict[str, tuple], scope: LatencyAware) -> dict[str, float]:
-    """Milliseconds one call of each block takes alone at ``scope.batch_size`` (measured on a copy; blocks
-    of the same shape are measured once)."""
+    """Milliseconds one call of each block takes alone at ``scope.batch_size`` on ``scope.runtime`` (measured
+    on a copy; blocks of the same shape are measured once). With runtime "both", each block's time relative
+    to the mean block of its runtime, averaged over the two, times the eager mean block."""
     from ...measure.latency import measure_latency
+    from .latency import timed
 
-    cache: dict[tuple, float] = {}
-    out = {}
-    for n, (*_, x) in blocks.items():
-        block = model.get_submodule(n)
-        key = (type(block).__name__, tuple(x.shape[1:]), tuple(tuple(p.shape) for p in block.parameters()))
-        if key not in cache:
-            xb = x[:1].expand(scope.batch_size, *x.shape[1:]).contiguous()
-            cache[key] = measure_latency(copy.deepcopy(block).eval(), xb, warmup=2, repeats=scope.repeats,
-                                         threads=scope.threads).median_ms
-        out[n] = cache[key]
-    return out
+    per_runtime = []
+    for rt in ("eager", "onnxruntime") if scope.runtime == "both" else (scope.runtime,):
+        cache: dict[tuple, float] = {}
+        out = {}
+        for n, (*_, x) in blocks.items():
+            block = model.get_submodule(n)
+            key = (type(block).__name__, tuple(x.shape[1:]), tuple(tuple(p.shape) for p in block.parameters()))
+            if key not in cache:
+                xb = x[:1].expand(scope.batch_size, *x.shape[1:]).contiguous()
+                run = timed(copy.deepcopy(block), xb, rt, scope.threads)
+                cache[key] = measure_latency(run, xb, warmup=2, repeats=scope.repeats,
+                                             threads=scope.threads).median_ms
+            out[n] = cache[key]
+        per_runtime.append(out)
+    if len(per_runtime) == 1:
+        return per_runtime[0]
+    means = [sum(o.values()) / len(o) for o in per_runtime]
+    return {n: means[0] * sum(o[n] / m for o, m in zip(per_runtime, means)) / len(per_runtime) for n in blocks}
 
 
 def _within_budget(model, graph, candidates, ranked, config):
