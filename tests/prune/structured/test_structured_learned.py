@@ -39,7 +39,8 @@ def test_gates_are_binary_and_reach_target(digits28):
     assert float(gates.expected_macs(hard=True).detach()) == pytest.approx(1.0)
     Trainer(model, digits28.train, cfg(epochs=2), callbacks=[gates]).fit()
     assert not gates._hooks  # detached after fit
-    assert float(gates.expected_macs(hard=True).detach()) < 0.9  # the penalty closed gates, no ratios given
+    hard = float(gates.expected_macs(hard=True).detach())
+    assert 0.5 <= hard < 0.9  # the penalty closed gates, no ratios given, and never past the target
     # the gated network equals the network with closed-gate channels removed
     graph = gates.graph
     with torch.no_grad():
@@ -58,6 +59,23 @@ def test_gates_are_binary_and_reach_target(digits28):
     assert (pruned.eval()(X) - gated_out).abs().max() <= 1e-4
     r = prune_channels(model, ChannelPruning(budget=MACs(0.5), importance=gates.importance(), scope=Global()), X)
     assert r.mac_ratio >= 2.0
+
+
+def test_gates_hold_the_budget_when_pushed_past_it(digits28):
+    """A penalty far too strong for the target drives every logit down; the hard MACs still end at the
+    target (not at 0.001, as before the hold), and the learned order of the logits is kept."""
+    model = small()
+    gates = ChannelGates(model, X, target=MACs(0.5), strength=500.0, lr=0.5)
+    Trainer(model, digits28.train, cfg(epochs=1), callbacks=[gates]).fit()
+    hard = float(gates.expected_macs(hard=True).detach())
+    assert 0.5 <= hard <= 0.6
+    with torch.no_grad():
+        gates.logits -= 10.0  # everything closed: the hold reopens the highest, in order
+        order = gates.logits.argsort(descending=True)
+        gates.hold_budget()
+    opened = gates.logits > 0
+    assert float(gates.expected_macs(hard=True).detach()) >= 0.5
+    assert opened[order[: int(opened.sum())]].all()
 
 
 def test_bad_arguments():

@@ -53,7 +53,9 @@ class ChannelGates(Callback):
     ``logit > 0`` (a real binary mask); backward uses the gradient of ``sigmoid(logit / temperature)``
     (straight-through estimator). The only knob is the resource target: a penalty
     ``strength * max(0, expected_MACs / dense_MACs - target.fraction)`` from the soft gates pushes the
-    network towards the budget and stops pushing once it is met; which layers shrink is learned.
+    network towards the budget and stops pushing once it is met; which layers shrink is learned. After
+    every step the hard MACs are held at or above the target (``hold_budget``), so the gates cannot
+    overshoot it.
     """
 
     def __init__(self, model: nn.Module, example_inputs, target: MACs = MACs(0.5), strength: float = 5.0,
@@ -134,6 +136,26 @@ class ChannelGates(Callback):
     def on_step_end(self, trainer, step, loss):
         self._opt.step()
         self._opt.zero_grad(set_to_none=True)
+        self.hold_budget()
+
+    def hold_budget(self) -> None:
+        """Shift all logits up by the least common amount that brings the hard MACs back to the target when
+        they fall under it. The penalty only pushes down and Adam moves every logit at the same pace, so
+        without this the gates overshoot (8% of the dense MACs for a 50% target on VGG-small after 3
+        epochs); a common shift keeps the order the training learned."""
+        with torch.no_grad():
+            if float(self.expected_macs(hard=True)) >= self.target.fraction:
+                return
+            start = self.logits.detach().clone()
+            lo, hi = 0.0, float(-start.min()) + 1e-4  # hi opens every gate
+            for _ in range(40):
+                mid = (lo + hi) / 2
+                self.logits.copy_(start + mid)
+                if float(self.expected_macs(hard=True)) >= self.target.fraction:
+                    hi = mid
+                else:
+                    lo = mid
+            self.logits.copy_(start + hi)
 
     def extra_loss(self, trainer, inputs, outputs, targets):
         over = self.expected_macs(hard=False) - self.target.fraction
