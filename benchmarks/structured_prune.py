@@ -14,7 +14,7 @@ Torch-Pruning 1.6.1 (``BasePruner``, group L2 magnitude, uniform ratio) is bisec
 (``round_to=1`` so it can land there); its ``round_to=16`` setting at the nearest MACs at or below ours, and our
 old uniform L2 channel pruning at MACs(0.5), are timed beside (one-shot accuracy only, no fine-tune).
 
-    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd] [--seeds 3]
+    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd] [--seeds 3] [--refine]
 
 ``--kd`` adds, for ours and Torch-Pruning alike, the same fine-tune with KD from the dense model as the loss
 (``KD(T=4, alpha=0.9, beta=0.1)``, the teacher's logits cached once): distillation is part of our pipeline, and
@@ -39,7 +39,7 @@ ROUND_TO = 16
 log = logging.getLogger(__name__)
 
 
-def ours(name, dense, splits, shape):
+def ours(name, dense, splits, shape, refine: bool = False):
     """(pruned copy, label, PruneResult): the claim-2 method for this model."""
     model = copy.deepcopy(dense)
     if name.startswith("resnet"):
@@ -47,11 +47,12 @@ def ours(name, dense, splits, shape):
         r = prune_blocks(model, cfg, torch.randn(2, *shape), data=splits.train)
         label = f"ours: depth, {len(r.plan.replace)} blocks (MACs(0.5), LatencyAware both runtimes)"
     else:
-        scope = LatencyAware(batch_size=32, threads=1, repeats=7, runtime="both", importance_scale="mean")
+        scope = LatencyAware(batch_size=32, threads=1, repeats=7, runtime="both", importance_scale="mean",
+                             refine=refine)
         cfg = ChannelPruning(budget=MACs(0.5), importance=L2(), scope=scope, round_to=ROUND_TO, max_ratio=0.5)
         r = prune_channels(model, cfg, torch.randn(2, *shape))
-        label = (f"ours: channels (L2, MACs(0.5), LatencyAware both runtimes, mean scale, round_to={ROUND_TO}, "
-                 "max_ratio=0.5)")
+        label = (f"ours: channels (L2, MACs(0.5), LatencyAware both runtimes, mean scale{', refined' * refine}, "
+                 f"round_to={ROUND_TO}, max_ratio=0.5)")
     return model, label, r
 
 
@@ -79,7 +80,8 @@ def torch_pruning(model, x, target_macs: float, round_to):
 
 
 def main():
-    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model"},
+    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model",
+                             "--refine": "channel pruning: LatencyAware(refine=True), steps traded between layers"},
              seeds=True)
     torch.set_num_threads(a.threads)
     splits = subset(a.n_train, a.n_test)
@@ -91,7 +93,7 @@ def main():
         dense, dense_test = baseline(name, splits)
         dense.eval()
         dense_macs = costs(dense, x1)["macs"]
-        mine, label, r = ours(name, dense, splits, shape)
+        mine, label, r = ours(name, dense, splits, shape, a.refine)
         log.info("%s: %s (%.0fs)", name, r.summary(), time.time() - t0)
         our_macs = costs(mine, x1)["macs"]
         tp_exact, tp_ratio = torch_pruning(dense, x1, our_macs, None)
@@ -162,7 +164,7 @@ def main():
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
     write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else "")
-               + (f"_s{a.seeds}" if a.seeds > 1 else ""), payload)
+               + ("_refine" if a.refine else "") + (f"_s{a.seeds}" if a.seeds > 1 else ""), payload)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,22 @@ def test_latency_aware_on_both_runtimes_meets_budget():
     assert set(r.latency["predicted_speedup_per_runtime"]) == {"eager", "onnxruntime"}
     assert all(s > 1 for s in r.latency["predicted_speedup_per_runtime"].values())
     assert model(X).shape == (2, 10)
+
+
+def test_refine_keeps_the_budget_and_never_predicts_slower():
+    """Moving channel steps between groups after the greedy: the budget and the max_ratio floor still hold,
+    and the table's prediction is no worse than the greedy's own."""
+    model = vgg()
+    runs: dict = {}
+    for refine in (False, True):
+        m = copy.deepcopy(model)
+        scope = LatencyAware(batch_size=4, repeats=3, importance_scale="mean", refine=refine)
+        r = prune_channels(m, ChannelPruning(budget=MACs(0.5), scope=scope, round_to=4, max_ratio=0.5), X)
+        assert r.after["macs"] <= 0.5 * r.before["macs"]
+        convs = [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+        assert all(c >= d // 2 for c, d in zip(convs, (16, 16, 32, 32, 64, 64)))
+        runs[refine] = r
+    assert m(X).shape == (2, 10)
+    refined = runs[True].latency
+    assert refined["predicted_speedup"] >= refined["greedy_predicted_speedup"]
+    assert "greedy_predicted_speedup" not in runs[False].latency
