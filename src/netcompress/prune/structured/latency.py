@@ -236,8 +236,8 @@ def solve_latency(model, graph, scores, config, example_inputs, comparable: bool
     best_pred = dense_ms / path[-1][1]
     if best_pred < budget.speedup:
         raise ConfigError(f"budget {budget} cannot be met: removing every prunable channel down to "
-                          f"min_channels={config.min_channels}{_cap(config)} predicts {best_pred:.2f}x; the best reachable is "
-                          f"about Latency(speedup={math.floor(best_pred * 100) / 100})")
+                          f"min_channels={config.min_channels}{_cap(config)} predicts {best_pred:.2f}x; the best "
+                          f"reachable is about Latency(speedup={math.floor(best_pred * 100) / 100})")
     predicted = [dense_ms / ms for _, ms in path]
     lo, hi = 0, len(path) - 1
     i = next(k for k, p in enumerate(predicted) if p >= budget.speedup)
@@ -309,8 +309,9 @@ def solve_budget_latency_aware(model, graph, scores, config, example_inputs, com
     """(pruned units, report): a MACs/Params budget met by the latency-aware greedy (``LatencyAware`` scope).
 
     The greedy removes the channels costing least importance per predicted millisecond saved and stops at
-    the first step inside the budget, so the MACs go where the device spends its time. Scores are taken as
-    shares of their group's total, which are comparable across groups whatever ``comparable`` says."""
+    the first step inside the budget, so the MACs go where the device spends its time. Scores are put on one
+    scale across groups as ``scope.importance_scale`` says (shares of their group's total, or over its mean),
+    whatever ``comparable`` says; ``scope.refine`` then trades steps between groups (``_refine``)."""
     from .config import Global, MACs
 
     scope, budget = config.scope, config.budget
