@@ -22,7 +22,8 @@ def args(doc: str, default_models=("resnet56", "vgg_small"), methods=(), flags: 
          seeds: bool = False):
     p = argparse.ArgumentParser(description=doc)
     if seeds:
-        p.add_argument("--seeds", type=int, default=1, help="fine-tune seeds 0..N-1 per method (mean reported)")
+        p.add_argument("--seeds", type=int, default=1, help="fine-tune seeds per method (mean reported)")
+        p.add_argument("--first-seed", type=int, default=0, help="seeds run from this one (to add seeds to a run)")
     for flag, help_ in (flags or {}).items():
         p.add_argument(flag, action="store_true", help=help_)
     if methods:

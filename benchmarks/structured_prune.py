@@ -118,14 +118,14 @@ def main():
         # the same fine-tunes (seeds 0..N-1) for both tools, each from a copy of the one-shot pruned model
         per_seed: dict[str, list[float]] = {}
         for k in ("ours", "tp"):
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 acc = fine_tune(copy.deepcopy(candidates[k]), splits, a.ft_epochs, seed=seed)["accuracy"]
                 per_seed.setdefault(k, []).append(acc)
                 log.info("%s %s seed %d fine-tuned: %.4f (%.0fs)", name, k, seed, acc, time.time() - t0)
         # a Distiller freezes its teacher: a copy, and only when KD runs
         teacher, cache = (copy.deepcopy(dense), TeacherCache()) if a.kd else (None, None)
         for k in ("ours", "tp") if a.kd else ():
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 model = copy.deepcopy(candidates[k])
                 kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
                 acc = fine_tune(model, splits, a.ft_epochs, seed=seed, callbacks=[kd])["accuracy"]
@@ -164,7 +164,8 @@ def main():
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
     write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else "")
-               + ("_refine" if a.refine else "") + (f"_s{a.seeds}" if a.seeds > 1 else ""), payload)
+               + ("_refine" if a.refine else "") + (f"_s{a.seeds}" if a.seeds > 1 else "")
+               + (f"_from{a.first_seed}" if a.first_seed else ""), payload)
 
 
 if __name__ == "__main__":
