@@ -127,9 +127,10 @@ class LatencyTable:
         self.corrections = {}
         dense_kept = _kept_per_group(graph, None)
         candidates, probes = {"dense": timed(model, x, self.runtime, self.threads)}, {}
+        unit_ids = _unit_ids(graph)
         for g, grp in enumerate(graph.groups):
             n = len(grp)
-            units = graph.unit_of[[u[0] for u in grp.units]]
+            units = unit_ids[g]
             for f in fractions:
                 k = kept_count(n, n - max(1, round(f * n)), self.round_to, 1)
                 if k >= n or any(p[:2] == (g, k) for p in probes.values()):
@@ -187,6 +188,25 @@ def _standalone(mod: nn.Module, layer, n_in: int, n_out: int, batch: int):
     return op, torch.randn(batch, op.in_channels, *layer.in_shape[2:])
 
 
+def _unit_ids(graph) -> list[np.ndarray]:
+    """Per group, the unit index of each of its channels (in group order)."""
+    return [graph.unit_of[[u[0] for u in grp.units]] for grp in graph.groups]
+
+
+def _step(n: int, round_to: int) -> int:
+    """Channels one greedy step moves in a group of ``n``: a 16th of it, at least ``round_to``."""
+    return max(round_to, math.ceil(n / 16))
+
+
+def _thinner(n, keep_now, scores_g, order_g, round_to, min_keep, max_ratio) -> int | None:
+    """The kept count one step below ``keep_now``, or None when the floor is reached or the step would
+    cut a locked (non-finite score) channel."""
+    keep_new = kept_count(n, n - keep_now + _step(n, round_to), round_to, floor_keep(n, min_keep, max_ratio))
+    if keep_new >= keep_now or not np.isfinite(scores_g[order_g[: n - keep_new]]).all():
+        return None
+    return keep_new
+
+
 def _greedy(graph, table, scores, done, round_to, min_keep, max_ratio=None):
     """Remove channel steps (least importance lost per predicted ms saved) until ``done(pruned, ms)``.
 
@@ -194,17 +214,15 @@ def _greedy(graph, table, scores, done, round_to, min_keep, max_ratio=None):
     pruned = np.zeros(len(graph.group_of_unit), dtype=bool)
     order = [np.argsort(s, kind="stable") for s in scores]
     n_pruned = [0] * len(graph.groups)
-    unit_ids = [graph.unit_of[[u[0] for u in grp.units]] for grp in graph.groups]
+    unit_ids = _unit_ids(graph)
     current = table.predict(graph, pruned)
     path = [(pruned, current)]
     while not done(pruned, current):
         best = None
         for g, grp in enumerate(graph.groups):
             n = len(grp)
-            step = max(round_to, math.ceil(n / 16))
-            keep_now = n - n_pruned[g]
-            keep_new = kept_count(n, n - keep_now + step, round_to, floor_keep(n, min_keep, max_ratio))
-            if keep_new >= keep_now or not np.isfinite(scores[g][order[g][: n - keep_new]]).all():
+            keep_new = _thinner(n, n - n_pruned[g], scores[g], order[g], round_to, min_keep, max_ratio)
+            if keep_new is None:
                 continue
             trial = pruned.copy()
             trial[unit_ids[g][order[g][: n - keep_new]]] = True
@@ -358,7 +376,7 @@ def _refine(graph, table, scores, pruned, fits, round_to, min_keep, max_ratio, r
     a faster model (by 0.5% at least, so noise in the table is not chased). The greedy stops at the first
     step inside the budget and never revisits a cut; this moves channels between layers afterwards."""
     order = [np.argsort(s, kind="stable") for s in scores]
-    unit_ids = [graph.unit_of[[u[0] for u in grp.units]] for grp in graph.groups]
+    unit_ids = _unit_ids(graph)
     sizes = [len(grp) for grp in graph.groups]
     kept = [int(n - pruned[ids].sum()) for n, ids in zip(sizes, unit_ids)]
 
@@ -369,15 +387,10 @@ def _refine(graph, table, scores, pruned, fits, round_to, min_keep, max_ratio, r
         return m
 
     def fewer(g):
-        n = sizes[g]
-        step = max(round_to, math.ceil(n / 16))
-        new = kept_count(n, n - kept[g] + step, round_to, floor_keep(n, min_keep, max_ratio))
-        return new if new < kept[g] and np.isfinite(scores[g][order[g][: n - new]]).all() else None
+        return _thinner(sizes[g], kept[g], scores[g], order[g], round_to, min_keep, max_ratio)
 
     def more(g):
-        n = sizes[g]
-        step = max(round_to, math.ceil(n / 16))
-        return min(n, kept[g] + step) if kept[g] < n else None
+        return min(sizes[g], kept[g] + _step(sizes[g], round_to)) if kept[g] < sizes[g] else None
 
     current_mask, current = pruned, table.predict(graph, pruned)
     for _ in range(rounds):
