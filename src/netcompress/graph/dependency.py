@@ -1,19 +1,24 @@
 """Channel dependencies: which parameter slices must be removed together.
 
 Every channel that a layer produces gets a global id. Tracing the model, each tensor carries the ids of
-the channels along its channel dimension (``cdim``); ops move, repeat, concatenate or merge them:
+the channels along its channel dimension (``cdim``); layers and ops move, repeat, concatenate or merge them.
+What a layer does is its handler's business (:mod:`netcompress.graph.handlers`, one registry users extend):
 
 * conv / linear: consume the incoming ids (weight columns) and produce fresh ids (weight rows);
 * BatchNorm, LayerNorm over the channels, depthwise conv: follow the ids (indexed on the same channels);
+* a layer holding parameters with no handler is opaque: its input and output channels are locked;
+
+and ops (functions and tensor methods) are followed here:
+
 * add / mul / sub: the ids of both operands are the same channel, so they are unified (union-find);
 * cat on the channel dim: the ids are concatenated (index offsets come for free);
 * flatten -> Linear: each channel id is repeated over the spatial positions it covers;
-* the model's inputs and outputs, and ops that mix channels (softmax over channels, GroupNorm, ...)
-  lock their channels.
+* the model's inputs and outputs, and ops that mix channels (softmax over channels, a reduction over them,
+  a raw parameter broadcast along them) lock their channels.
 
 A *unit* is a set of unified ids (pruned together); a *group* is the set of units connected through
-shared layers. An op that touches channels in a way the graph does not know raises a ModelError that
-names it: a silently wrong shape is never produced.
+shared layers. An op or parameter-free layer the graph does not know raises a ModelError that names it:
+a silently wrong shape is never produced.
 """
 from __future__ import annotations
 
@@ -29,21 +34,12 @@ from torch import fx, nn
 
 from ..core.errors import ConfigError, ModelError
 from ..core.registry import did_you_mean
+from .handlers import LOCK, handler_for
 from .plan import PrunePlan
 from .trace import describe, shape_of, trace
 
 log = logging.getLogger(__name__)
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_PASS_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
-                 nn.LeakyReLU, nn.ELU, nn.PReLU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                 nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-                 nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d, nn.ZeroPad2d, nn.ConstantPad2d)
-# channel-mixing modules: legal, but their channels cannot be pruned
-_LOCK_MODULES = (nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.Softmax, nn.LogSoftmax, nn.LocalResponseNorm)
 _PASS_FUNCS = {F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.elu, F.leaky_relu, F.hardswish, F.hardsigmoid,
                torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.dropout, F.dropout2d, torch.neg, operator.neg,
                F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
@@ -74,7 +70,8 @@ class Usage:
 
 @dataclass
 class Layer:
-    """What a conv/linear costs, for budget search: MACs = kept_out * kept_in / groups * kernel * spatial."""
+    """What a layer costs, for budget search: MACs = kept_out * kept_in * kernel * spatial (a depthwise
+    layer, ``in_labels`` None, has one input channel per output channel)."""
 
     module: str
     in_labels: np.ndarray | None
@@ -82,8 +79,26 @@ class Layer:
     kernel: int
     spatial: int
     bias: bool
-    depthwise: bool = False
     in_shape: tuple[int, ...] = ()  # (B, C, ...) of the example input, for building latency tables
+    cdim: int = 1  # where the input carries its channels
+
+    @property
+    def depthwise(self) -> bool:
+        return self.in_labels is None
+
+    def kept(self, keep: np.ndarray | None = None) -> tuple[int, int]:
+        """(input channels per output, output channels) left by the channel keep-mask ``keep``."""
+        if keep is None:
+            return (1 if self.depthwise else len(self.in_labels)), len(self.out_labels)
+        return (1 if self.depthwise else int(keep[self.in_labels].sum())), int(keep[self.out_labels].sum())
+
+    def macs(self, keep: np.ndarray | None = None) -> int:
+        n_in, n_out = self.kept(keep)
+        return n_out * n_in * self.kernel * self.spatial
+
+    def params(self, keep: np.ndarray | None = None) -> int:
+        n_in, n_out = self.kept(keep)
+        return n_out * n_in * self.kernel + (n_out if self.bias else 0)
 
 
 @dataclass
@@ -128,9 +143,13 @@ class ChannelGraph:
         self.usages: list[Usage] = []
         self.layers: list[Layer] = []
         self.normed: set[str] = set()  # producers whose output goes straight into a norm (gates sit after it)
+        self.opaque: dict[str, str] = {}  # layers with parameters and no handler: name -> type (channels locked)
+        self.out_dim: dict[str, int] = {}  # layer -> the dim its output carries channels on
         self._labels: dict[fx.Node, tuple[np.ndarray, int]] = {}
         for node in self.gm.graph.nodes:
             self._visit(node)
+        if self.opaque:
+            log.debug("channel graph: no handler for %s; their channels are locked", self.opaque)
         self._merge_shared_usages()
         for name in keep:
             self.lock_module(name)
@@ -162,8 +181,74 @@ class ChannelGraph:
     def _all_locked(self, ids: np.ndarray) -> bool:
         return all(i in self._locked for i in ids.tolist())
 
-    def _lock(self, ids: np.ndarray) -> None:
-        self._locked.update(ids.tolist())
+    # ----- what handlers call (see netcompress.graph.handlers)
+    def shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        """The output shape of ``node`` on the example inputs."""
+        return shape_of(node)
+
+    def channels_in(self, node: fx.Node, dim: int | None = None, size: int | None = None) -> tuple[np.ndarray, int]:
+        """(channel ids, channel dim) of ``node``'s first input. ``dim`` / ``size``: where and how many
+        channels the layer expects; ids that are all locked are re-labelled to fit, anything else that does
+        not fit is an error naming the node."""
+        src = node.args[0] if node.args else None
+        if not isinstance(src, fx.Node) or src not in self._labels:
+            raise self.fail(node, "its input carries no channel information")
+        labels, cdim = self._labels[src]
+        s_in = shape_of(src)
+        dim = None if dim is None else dim % len(s_in)
+        if (dim is None or dim == cdim) and (size is None or size == len(labels)):
+            return labels, cdim
+        if self._all_locked(labels) and dim is not None and s_in[dim] == (size or s_in[dim]):
+            return self._new(f"input:{node.name}", s_in[dim], locked=True), dim  # e.g. a (B, T, F) model input
+        raise self.fail(node, f"expects {size} channels on dim {dim}")
+
+    def produce(self, name: str, size: int, locked: bool = False) -> np.ndarray:
+        """Fresh channel ids for the ``size`` outputs of layer ``name`` (the same ids at every call)."""
+        if name not in self._source_of_module:
+            self._source_of_module[name] = self._new(name, size, locked)
+        return self._source_of_module[name]
+
+    def use(self, name: str, role: str, labels: np.ndarray) -> None:
+        """Layer ``name``'s tensors of ``role`` are indexed by these channel ids."""
+        self.usages.append(Usage(name, role, labels))
+
+    def add_layer(self, node: fx.Node, name: str, in_labels: np.ndarray | None, out_labels: np.ndarray,
+                  kernel: int, spatial: int, bias: bool) -> None:
+        """Record what layer ``name`` costs (see :class:`Layer`; ``in_labels`` None for depthwise)."""
+        src = node.args[0]
+        cdim = self._labels[src][1] if src in self._labels else 1
+        self.layers.append(Layer(name, in_labels, out_labels, kernel, spatial, bias, shape_of(src), cdim))
+
+    def lock(self, labels: np.ndarray) -> None:
+        """These channels are never pruned."""
+        self._locked.update(labels.tolist())
+
+    def emit(self, node: fx.Node, labels: np.ndarray, cdim: int) -> None:
+        """``node``'s output carries these channel ids on dim ``cdim``."""
+        self._labels[node] = (labels, cdim)
+        if node.op == "call_module":
+            self.out_dim[node.target] = cdim
+
+    def follow(self, node: fx.Node, labels: np.ndarray, cdim: int) -> None:
+        """``node`` keeps its input's channels where they were (an error if their number changed)."""
+        shape = shape_of(node)
+        if shape is None or len(shape) <= cdim or shape[cdim] != len(labels):
+            raise self.fail(node, "it changes the number of channels")
+        self.emit(node, labels, cdim)
+
+    def mark_normed(self, node: fx.Node) -> None:
+        """``node`` normalises the output of the layer before it (channel gates then sit after the norm)."""
+        src = node.args[0]
+        if isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1:
+            self.normed.add(src.target)
+
+    def fail(self, node: fx.Node, why: str) -> ModelError:
+        shapes = [shape_of(n) for n in self._labelled_inputs(node)]
+        return ModelError(
+            f"structured pruning cannot follow channels through {describe(node)}: {why} (input shapes {shapes}, "
+            f"output shape {shape_of(node)}). Rewrite it with supported ops (conv, linear, norms, activations, "
+            f"pooling, add/mul, cat, flatten/view), register a handler for the layer "
+            f"(netcompress.graph.register_handler) or prune a sub-module that does not contain it")
 
     # ----- propagation
     def _arg_nodes(self, node: fx.Node) -> list[fx.Node]:
@@ -174,13 +259,6 @@ class ChannelGraph:
     def _labelled_inputs(self, node: fx.Node) -> list[fx.Node]:
         return [n for n in self._arg_nodes(node) if n in self._labels]
 
-    def _fail(self, node: fx.Node, why: str) -> ModelError:
-        shapes = [shape_of(n) for n in self._labelled_inputs(node)]
-        return ModelError(
-            f"structured pruning cannot follow channels through {describe(node)}: {why} (input shapes {shapes}, "
-            f"output shape {shape_of(node)}). Rewrite it with supported ops (conv, linear, norms, activations, "
-            f"pooling, add/mul, cat, flatten/view) or prune a sub-module that does not contain it")
-
     def _visit(self, node: fx.Node) -> None:
         shape = shape_of(node)
         if node.op == "placeholder":
@@ -189,94 +267,24 @@ class ChannelGraph:
         elif node.op == "output":
             for n in self._arg_nodes(node):
                 if n in self._labels:
-                    self._lock(self._labels[n][0])
+                    self.lock(self._labels[n][0])
         elif node.op == "get_attr":
             pass  # raw parameters: an op mixing them with channels locks those channels (see _binary)
         elif node.op == "call_module":
-            self._call_module(node, shape)
+            if self._labelled_inputs(node):
+                self._call_module(node)
         elif shape is not None or self._labelled_inputs(node):
             self._call_function(node, shape)
 
-    def _input(self, node: fx.Node) -> tuple[np.ndarray, int]:
-        src = node.args[0] if node.args else None
-        if not isinstance(src, fx.Node) or src not in self._labels:
-            raise self._fail(node, "its input carries no channel information")
-        return self._labels[src]
-
-    def _call_module(self, node: fx.Node, shape) -> None:
+    def _call_module(self, node: fx.Node) -> None:
         name, mod = node.target, self.gm.get_submodule(node.target)
-        if not self._labelled_inputs(node):
-            return
-        labels, cdim = self._input(node)
-        if isinstance(mod, (_CONV, _CONVT)):
-            in_ch = mod.in_channels
-            if cdim != 1 or len(labels) != in_ch:
-                raise self._fail(node, f"expects {in_ch} channels on dim 1")
-            kernel, spatial = math.prod(mod.kernel_size), math.prod(shape[2:])
-            transposed = isinstance(mod, _CONVT)
-            if mod.groups == 1:
-                out = self._producer(name, mod.out_channels)
-                self.usages += [Usage(name, "in", labels), Usage(name, "out", out)]
-                self.layers.append(Layer(name, labels, out, kernel, spatial, mod.bias is not None,
-                                         in_shape=shape_of(node.args[0])))
-            elif mod.groups == in_ch == mod.out_channels and not transposed:
-                self.usages.append(Usage(name, "channel", labels))  # depthwise: one channel in, one out
-                self.layers.append(Layer(name, None, labels, kernel, spatial, mod.bias is not None, depthwise=True,
-                                         in_shape=shape_of(node.args[0])))
-                out = labels
-            else:  # grouped conv: channels are tied to their group; keep both sides whole
-                self._lock(labels)
-                out = self._producer(name, mod.out_channels, locked=True)
-            self._labels[node] = (out, 1)
-        elif isinstance(mod, nn.Linear):
-            if cdim != len(shape) - 1 and self._all_locked(labels):  # e.g. a (B, T, F) model input
-                labels, cdim = self._new(f"input:{node.name}", mod.in_features, locked=True), len(shape) - 1
-            if cdim != len(shape) - 1 or len(labels) != mod.in_features:
-                raise self._fail(node, f"expects {mod.in_features} features on the last dim")
-            out = self._producer(name, mod.out_features)
-            self.usages += [Usage(name, "in", labels), Usage(name, "out", out)]
-            self.layers.append(Layer(name, labels, out, 1, math.prod(shape[1:-1]), mod.bias is not None,
-                                     in_shape=shape_of(node.args[0])))
-            self._labels[node] = (out, len(shape) - 1)
-        elif isinstance(mod, _BN):
-            if cdim != 1:
-                raise self._fail(node, "BatchNorm expects channels on dim 1")
-            self.usages.append(Usage(name, "channel", labels))
-            self._labels[node] = (labels, cdim)
-            self._mark_normed(node)
-        elif isinstance(mod, nn.LayerNorm):
-            # normalising over the channels alone: prunable (statistics then cover the kept channels only)
-            if tuple(mod.normalized_shape) == (len(labels),) and cdim == len(shape) - 1:
-                if mod.weight is not None:
-                    self.usages.append(Usage(name, "channel", labels))
-                    self._mark_normed(node)
-            else:
-                self._lock(labels)
-            self._labels[node] = (labels, cdim)
-        elif isinstance(mod, nn.Flatten):
-            self._reshape(node, shape, labels, cdim)
-        elif isinstance(mod, _PASS_MODULES):
-            self._pass(node, shape, labels, cdim)
-        elif isinstance(mod, _LOCK_MODULES):
-            self._lock(labels)
-            self._labels[node] = (labels, cdim)
-        else:
-            raise self._fail(node, f"{type(mod).__name__} is not a layer the graph knows")
-
-    def _mark_normed(self, node: fx.Node) -> None:
-        src = node.args[0]
-        if isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1:
-            self.normed.add(src.target)
-
-    def _producer(self, name: str, size: int, locked: bool = False) -> np.ndarray:
-        if name not in self._source_of_module:  # a module called twice produces the same channels
-            self._source_of_module[name] = self._new(name, size, locked)
-        return self._source_of_module[name]
-
-    def _pass(self, node, shape, labels, cdim) -> None:
-        if shape is None or len(shape) <= cdim or shape[cdim] != len(labels):
-            raise self._fail(node, "it changes the number of channels")
-        self._labels[node] = (labels, cdim)
+        handler = handler_for(mod)
+        if handler is None and next(mod.parameters(), None) is not None:  # a layer the graph cannot see into
+            self.opaque[name] = type(mod).__name__
+            handler = LOCK
+        if handler is None:
+            raise self.fail(node, f"{type(mod).__name__} is not a layer the graph knows")
+        handler.join(self, node, name, mod)
 
     def _call_function(self, node: fx.Node, shape) -> None:
         fn = node.target
@@ -287,30 +295,30 @@ class ChannelGraph:
         if shape is None:
             if is_method and fn in ("size", "dim") or fn in (getattr, len):
                 return
-            raise self._fail(node, "it returns something other than one tensor")
+            raise self.fail(node, "it returns something other than one tensor")
         if (fn in _PASS_FUNCS and not is_method) or (is_method and fn in _PASS_METHODS):
-            labels, cdim = self._input(node)
-            self._pass(node, shape, labels, cdim)
+            labels, cdim = self.channels_in(node)
+            self.follow(node, labels, cdim)
         elif (fn in _BINARY_FUNCS and not is_method) or (is_method and fn in _BINARY_METHODS):
             self._binary(node, shape)
         elif fn in (torch.cat, torch.concat):
             self._cat(node, shape)
         elif (fn in _RESHAPE_FUNCS and not is_method) or (is_method and fn in _RESHAPE_METHODS):
-            labels, cdim = self._input(node)
-            self._reshape(node, shape, labels, cdim)
+            labels, cdim = self.channels_in(node)
+            self.reshape(node, labels, cdim)
         elif is_method and fn in _REDUCE or fn in (torch.mean, torch.sum, torch.amax):
             self._reduce(node, shape)
         elif fn in _SOFTMAX:
-            labels, cdim = self._input(node)
+            labels, cdim = self.channels_in(node)
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
             if dim is None or dim % len(shape) == cdim:
-                self._lock(labels)
-            self._pass(node, shape, labels, cdim)
+                self.lock(labels)
+            self.follow(node, labels, cdim)
         elif (is_method and fn in ("transpose", "permute")) or fn in (torch.transpose, torch.permute):
             self._permute(node, shape)
         else:
             name = fn if isinstance(fn, str) else getattr(fn, "__name__", str(fn))
-            raise self._fail(node, f"the op {name!r} is not known to the graph")
+            raise self.fail(node, f"the op {name!r} is not known to the graph")
 
     def _binary(self, node: fx.Node, shape) -> None:
         rank, aligned, cdim_out, lock_all = len(shape), [], None, False
@@ -323,17 +331,17 @@ class ChannelGraph:
                 c_out = cdim + rank - len(s)  # broadcasting aligns from the right
                 if len(labels) == shape[c_out]:
                     if cdim_out is not None and c_out != cdim_out:
-                        raise self._fail(node, "its operands carry channels on different dims")
+                        raise self.fail(node, "its operands carry channels on different dims")
                     aligned.append(labels)
                     cdim_out = c_out
                 else:  # a size-1 channel broadcast over all channels: ties them together
-                    self._lock(labels)
+                    self.lock(labels)
                     lock_all = True
         if not aligned:
-            raise self._fail(node, "no operand keeps the output's channels")
+            raise self.fail(node, "no operand keeps the output's channels")
         for other in aligned[1:]:
             if len(other) != len(aligned[0]):
-                raise self._fail(node, "operands disagree on the channel count")
+                raise self.fail(node, "operands disagree on the channel count")
             self._union(aligned[0], other)
         # a raw tensor (parameter, constant) with a channel axis cannot be sliced: keep those channels
         for arg in (node.args + tuple(node.kwargs.values()))[:2]:
@@ -344,7 +352,7 @@ class ChannelGraph:
                     lock_all = True
         if lock_all:
             for labels in aligned:
-                self._lock(labels)
+                self.lock(labels)
         self._labels[node] = (aligned[0], cdim_out)
 
     def _cat(self, node: fx.Node, shape) -> None:
@@ -360,7 +368,7 @@ class ChannelGraph:
             parts.append((labels, cdim))
         cdims = {c for _, c in parts}
         if len(cdims) != 1:
-            raise self._fail(node, "its inputs have their channels on different dims")
+            raise self.fail(node, "its inputs have their channels on different dims")
         cdim = cdims.pop()
         if dim == cdim:
             self._labels[node] = (np.concatenate([p for p, _ in parts]), cdim)
@@ -369,38 +377,40 @@ class ChannelGraph:
                 self._union(parts[0][0], labels)
             self._labels[node] = (parts[0][0], cdim)
 
-    def _reshape(self, node, shape, labels, cdim) -> None:
+    def reshape(self, node: fx.Node, labels: np.ndarray, cdim: int) -> None:
+        """``node`` reshapes its input: channels keep their dim, or each repeats over the positions it covers."""
+        shape = shape_of(node)
         s_in = shape_of(node.args[0])
         pre, c, post = math.prod(s_in[:cdim]), s_in[cdim], math.prod(s_in[cdim + 1:])
         for k in range(len(shape)):
             if math.prod(shape[:k]) != pre:
                 continue
             if shape[k] == c and math.prod(shape[k + 1:]) == post:
-                self._labels[node] = (labels, k)
+                self.emit(node, labels, k)
                 return
             if shape[k] == c * post and math.prod(shape[k + 1:]) == 1:
                 # flatten of (B, C, H, W) -> (B, C*H*W): each channel covers H*W consecutive features
-                self._labels[node] = (np.repeat(labels, post), k)
+                self.emit(node, np.repeat(labels, post), k)
                 return
-        raise self._fail(node, "it reshapes across the channel dim")
+        raise self.fail(node, "it reshapes across the channel dim")
 
     def _reduce(self, node, shape) -> None:
-        labels, cdim = self._input(node)
+        labels, cdim = self.channels_in(node)
         s_in = shape_of(node.args[0])
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
         if dims is None:
-            self._lock(labels)
+            self.lock(labels)
             return
         dims = {d % len(s_in) for d in ((dims,) if isinstance(dims, int) else dims)}
         if cdim in dims:  # reducing over channels mixes them
-            self._lock(labels)
+            self.lock(labels)
             return
         new_cdim = cdim if keepdim else cdim - sum(d < cdim for d in dims)
-        self._pass(node, shape, labels, new_cdim)
+        self.follow(node, labels, new_cdim)
 
     def _permute(self, node, shape) -> None:
-        labels, cdim = self._input(node)
+        labels, cdim = self.channels_in(node)
         rank = len(shape)
         if node.target in ("transpose", torch.transpose):
             d0, d1 = (a % rank for a in node.args[1:3])
@@ -410,7 +420,7 @@ class ChannelGraph:
             if len(order) == 1 and isinstance(order[0], (tuple, list)):
                 order = order[0]
             new = [o % rank for o in order].index(cdim)
-        self._pass(node, shape, labels, new)
+        self.follow(node, labels, new)
 
     # ----- grouping
     def _merge_shared_usages(self) -> None:
@@ -432,6 +442,13 @@ class ChannelGraph:
             else:
                 layers[layer.module] = layer
         self.layers = list(layers.values())
+        self._followers = []  # (channel ids, parameters per channel) of the channel-following layers
+        for u in self.usages:
+            if u.role == "channel" and u.module not in layers:
+                mod = self._modules[u.module]
+                slots = handler_for(mod).slots(mod, "channel")
+                per = sum(isinstance(getattr(mod, attr, None), nn.Parameter) for attr, _ in slots)
+                self._followers.append((u.labels, per))
 
     def module_names(self) -> list[str]:
         return sorted({u.module for u in self.usages})
@@ -445,7 +462,7 @@ class ChannelGraph:
                                   f"{did_you_mean(name, list(self._modules))}")
             hits = [u for u in self.usages if u.module == name]
         for u in hits:
-            self._lock(u.labels)
+            self.lock(u.labels)
 
     def _build_groups(self) -> None:
         n = len(self._parent)
@@ -547,19 +564,10 @@ class ChannelGraph:
         return shapes
 
     def cost(self, pruned_units: np.ndarray | None = None) -> dict[str, int]:
-        """Params and MACs of the conv/linear/norm layers if ``pruned_units`` were removed."""
+        """Params and MACs of the traced layers (and the per-channel parameters of the norms following them)
+        if ``pruned_units`` were removed."""
         keep = self.channel_keep(pruned_units)
-        macs = params = 0
-        for layer in self.layers:
-            n_out = int(keep[layer.out_labels].sum())
-            if layer.depthwise:
-                n_in_per = 1
-            else:
-                n_in_per = int(keep[layer.in_labels].sum())
-            macs += n_out * n_in_per * layer.kernel * layer.spatial
-            params += n_out * n_in_per * layer.kernel + (n_out if layer.bias else 0)
-        layer_names = {layer.module for layer in self.layers}
-        for u in self.usages:
-            if u.role == "channel" and u.module not in layer_names:
-                params += 2 * int(keep[u.labels].sum())
+        macs = sum(layer.macs(keep) for layer in self.layers)
+        params = sum(layer.params(keep) for layer in self.layers)
+        params += sum(per * int(keep[labels].sum()) for labels, per in self._followers)
         return {"macs": macs, "params": params}

@@ -17,12 +17,10 @@ from torch import nn
 
 from ..core.errors import CheckpointError, ModelError
 from ..core.io import atomic_write, ensure_writable
+from .handlers import Handler, handler_for
 
 log = logging.getLogger(__name__)
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _REPLACEMENTS = {"Identity": nn.Identity, "ReLU": nn.ReLU}
 FORMAT = "netcompress.prune_plan/1"
 
@@ -83,8 +81,9 @@ class PrunePlan:
             if name not in mods:
                 raise ModelError(f"the plan names module {name!r}, which {type(model).__name__} does not have; "
                                  "replay a plan on the architecture it was made for")
+            handler = _handler(mods[name], name) if roles else None
             for role, keep in roles.items():
-                size = _size(mods[name], role)
+                size = handler.channels(mods[name], role)
                 if keep and (min(keep) < 0 or max(keep) >= size):
                     raise ModelError(f"the plan keeps indices up to {max(keep)} of {name!r} ({role}), which has "
                                      f"{size}; was it already pruned?")
@@ -95,19 +94,10 @@ class PrunePlan:
     def apply(self, model: nn.Module) -> nn.Module:
         """Physically remove the channels not kept; returns ``model`` (changed in place)."""
         mods = self._check(model)
-        new: dict[str, dict[str, torch.Tensor]] = {}  # all new tensors first: a failure leaves model untouched
-        for name, roles in self.modules.items():
-            new[name] = _sliced(mods[name], roles, name)
-        with torch.no_grad():
-            for name, tensors in new.items():
-                mod = mods[name]
-                for attr, t in tensors.items():
-                    old = getattr(mod, attr)
-                    if isinstance(old, nn.Parameter):
-                        setattr(mod, attr, nn.Parameter(t, requires_grad=old.requires_grad))
-                    else:
-                        setattr(mod, attr, t)
-                _resize(mod, self.modules[name])
+        # all new tensors first: a failure leaves the model untouched
+        new = {name: handler_for(mods[name]).sliced(mods[name], roles) for name, roles in self.modules.items()}
+        for name, tensors in new.items():
+            handler_for(mods[name]).prune(mods[name], self.modules[name], tensors)
         for name, kind in self.replace.items():
             parent, _, child = name.rpartition(".")
             setattr(mods[parent] if parent else model, child, _REPLACEMENTS[kind]())
@@ -115,65 +105,27 @@ class PrunePlan:
 
     @torch.no_grad()
     def zero_(self, model: nn.Module) -> nn.Module:
-        """Zero (in place) every slice ``apply`` would remove, leaving shapes alone: the masked twin."""
+        """Zero (in place) every parameter slice ``apply`` would remove, leaving shapes alone: the masked
+        twin (buffers such as running statistics are left as they are)."""
+        if self.replace:
+            raise ModelError("zero_ has no masked twin for removed blocks; use netcompress.prune.structured.depth")
         mods = self._check(model)
         for name, roles in self.modules.items():
             mod = mods[name]
             for role, keep in roles.items():
-                for attr, dim in _slots(mod, role):
-                    t = getattr(mod, attr)
-                    if t is None or attr in ("running_mean", "running_var"):
+                for attr, dim in handler_for(mod).slots(mod, role):
+                    t = getattr(mod, attr, None)
+                    if not isinstance(t, nn.Parameter):
                         continue
                     drop = torch.ones(t.shape[dim], dtype=torch.bool)
                     drop[keep] = False
-                    t.index_fill_(dim, torch.nonzero(drop).flatten(), 0.0)
-        if self.replace:
-            raise ModelError("zero_ has no masked twin for removed blocks; use netcompress.prune.structured.depth")
+                    t.index_fill_(dim, torch.nonzero(drop).flatten().to(t.device), 0.0)
         return model
 
 
-def _size(mod: nn.Module, role: str) -> int:
-    attr, dim = _slots(mod, role)[0]
-    return getattr(mod, attr).shape[dim]
-
-
-def _slots(mod: nn.Module, role: str) -> list[tuple[str, int]]:
-    """(attribute, dim) pairs indexed by ``role`` in this module."""
-    if isinstance(mod, _CONVT):
-        return {"out": [("weight", 1), ("bias", 0)], "in": [("weight", 0)]}[role]
-    if isinstance(mod, (*_CONV, nn.Linear)):
-        return {"out": [("weight", 0), ("bias", 0)], "in": [("weight", 1)], "channel": [("weight", 0), ("bias", 0)]}[role]
-    if isinstance(mod, _BN):
-        return [("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0)]
-    if isinstance(mod, nn.LayerNorm):
-        return [("weight", 0), ("bias", 0)]
-    raise ModelError(f"cannot slice a {type(mod).__name__}")
-
-
-def _sliced(mod: nn.Module, roles: dict[str, list[int]], name: str) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for role, keep in roles.items():
-        idx = torch.tensor(keep, dtype=torch.long)
-        for attr, dim in _slots(mod, role):
-            t = tensors.get(attr, getattr(mod, attr, None))
-            if t is None:
-                continue
-            tensors[attr] = t.detach().index_select(dim, idx).clone()
-    return tensors
-
-
-def _resize(mod: nn.Module, roles: dict[str, list[int]]) -> None:
-    n = {role: len(keep) for role, keep in roles.items()}
-    if isinstance(mod, (*_CONV, *_CONVT)):
-        if "channel" in n:  # depthwise
-            mod.in_channels = mod.out_channels = mod.groups = n["channel"]
-        mod.out_channels = n.get("out", mod.out_channels)
-        mod.in_channels = n.get("in", mod.in_channels)
-    elif isinstance(mod, nn.Linear):
-        mod.out_features = n.get("out", mod.out_features)
-        mod.in_features = n.get("in", mod.in_features)
-    elif isinstance(mod, _BN):
-        mod.num_features = n["channel"]
-    elif isinstance(mod, nn.LayerNorm):
-        mod.normalized_shape = (n["channel"],)
-
+def _handler(mod: nn.Module, name: str) -> Handler:
+    handler = handler_for(mod)
+    if handler is None or not handler.roles:
+        raise ModelError(f"the plan slices {name!r}, a {type(mod).__name__}, which has no channel handler; "
+                         "register one (netcompress.graph.register_handler) or replay the plan on its own model")
+    return handler

@@ -8,6 +8,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..core.errors import ModelError
+from .handlers import handler_for, is_opaque
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,14 @@ def _owner(exc: BaseException) -> str:
     return where
 
 
+class _Tracer(fx.Tracer):
+    """Layers with a handler, and opaque layers (parameters, no handler), are leaves: the graph takes them
+    whole instead of tracing into their forward."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return super().is_leaf_module(m, qualname) or handler_for(m) is not None or is_opaque(m)
+
+
 def trace(model: nn.Module, example_inputs) -> fx.GraphModule:
     """Symbolically trace ``model`` and annotate every node with its output shape.
 
@@ -44,7 +53,7 @@ def trace(model: nn.Module, example_inputs) -> fx.GraphModule:
                          "(netcompress.prune.remove_masks or parametrize.remove_parametrizations) before "
                          "structured pruning")
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model), type(model).__name__)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, RuntimeError...)
         where = _owner(exc)
         raise ModelError(

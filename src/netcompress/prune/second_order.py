@@ -47,7 +47,7 @@ def per_sample_grads(model: nn.Module, targets: Sequence[Target], x: torch.Tenso
     """Gradients of each sample's loss w.r.t. each target's original tensor: list of (B, *shape).
 
     torch.func vmap when the model allows it; a per-sample loop otherwise. Masked entries get zero."""
-    loss_fn = loss_fn or F.cross_entropy
+    loss_fn = loss_fn or (lambda out, y, x: F.cross_entropy(out, y))
     names = _param_names(model, targets)
     try:
         from torch.func import functional_call, grad, vmap
@@ -57,7 +57,7 @@ def per_sample_grads(model: nn.Module, targets: Sequence[Target], x: torch.Tenso
 
         def one(tp, xi, yi):
             out = functional_call(model, {**fixed, **tp}, (xi.unsqueeze(0),))
-            return loss_fn(out, yi.unsqueeze(0))
+            return loss_fn(out, yi.unsqueeze(0), xi.unsqueeze(0))
 
         tp = {n: t.original().detach() for n, t in zip(names, targets)}
         g = vmap(grad(one), in_dims=(None, 0, 0))(tp, x, y)
@@ -67,7 +67,7 @@ def per_sample_grads(model: nn.Module, targets: Sequence[Target], x: torch.Tenso
         params = [t.original() for t in targets]
         out = [torch.empty(len(x), *p.shape, dtype=p.dtype, device=p.device) for p in params]
         for i in range(len(x)):
-            g = torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1]), params)
+            g = torch.autograd.grad(loss_fn(model(x[i:i + 1]), y[i:i + 1], x[i:i + 1]), params)
             for o, gi in zip(out, g):
                 o[i] = gi
         return out
@@ -230,6 +230,10 @@ class OBS(Criterion):
 
     def scores(self, model, targets, data=None, loss_fn=None):
         return self.scores_from(self.inverse(model, targets, data, loss_fn), targets)
+
+    def scores_and_update(self, model, targets, data=None, loss_fn=None):
+        invs = self.inverse(model, targets, data, loss_fn)
+        return self.scores_from(invs, targets), lambda masks: self.apply_update(invs, targets, masks)
 
     def apply_update(self, invs: Sequence[BlockInverse], targets, new_masks: Sequence[torch.Tensor]) -> None:
         """Move the kept weights to compensate for the newly pruned ones (before the masks are set)."""

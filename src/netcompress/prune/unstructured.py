@@ -23,7 +23,6 @@ from ..core.errors import ConfigError
 from .api import PRUNE
 from .config import NM, Global, Neurons, Unstructured, geometric
 from .masks import Target, select, set_mask
-from .second_order import OBS
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +54,19 @@ def masks_from_scores(scores: Sequence[torch.Tensor], targets: Sequence[Target],
     """Bool keep-masks reaching ``sparsity`` (default: the config's) over ``targets``."""
     s = config.target_sparsity if sparsity is None else sparsity
     old = [t.mask() for t in targets]
+    g, reduce = config.granularity, config.criterion.reduce
+    inf = torch.tensor(float("-inf"))
+    if isinstance(g, Neurons):  # a unit's score: its row's mean score, reduced; a row with pruned weights ranks last
+        units = [torch.where(_row_view(o).all(1), reduce([sc.flatten(sc.dim() - o.dim() + 1).mean(-1)]).float(), inf)
+                 for sc, o in zip(scores, old)]
+        if isinstance(config.scope, Global):
+            flat = torch.cat(units)
+            pruned = _lowest(flat, round(s * len(flat))).split([len(u) for u in units])
+        else:
+            pruned = [_lowest(u, round(s * len(u))) for u in units]
+        return [(~p).unsqueeze(1).expand_as(_row_view(o)).reshape(o.shape) & o for p, o in zip(pruned, old)]
     # already-pruned weights rank below everything, so they stay pruned
-    scores = [torch.where(o, sc.float(), torch.tensor(float("-inf"))) for sc, o in zip(scores, old)]
-    g = config.granularity
+    scores = [torch.where(o, reduce([sc]).float(), inf) for sc, o in zip(scores, old)]
     if isinstance(g, NM):
         out = []
         for sc, o in zip(scores, old):
@@ -66,16 +75,6 @@ def masks_from_scores(scores: Sequence[torch.Tensor], targets: Sequence[Target],
             keep.scatter_(2, torch.topk(groups, g.n, dim=2).indices, True)
             out.append(keep.reshape(sc.shape) & o)
         return out
-    if isinstance(g, Neurons):
-        units = [_row_view(sc).mean(1) for sc in scores]  # -inf stays -inf for a dead row
-        sizes = [_row_view(sc).shape[1] for sc in scores]
-        if isinstance(config.scope, Global):
-            flat = torch.cat(units)
-            pruned = _lowest(flat, round(s * len(flat))).split([len(u) for u in units])
-        else:
-            pruned = [_lowest(u, round(s * len(u))) for u in units]
-        return [(~p).unsqueeze(1).expand(-1, n).reshape(sc.shape) & o
-                for p, n, sc, o in zip(pruned, sizes, scores, old)]
     if isinstance(config.scope, Global):
         flat = torch.cat([sc.reshape(-1) for sc in scores])
         pruned = _lowest(flat, round(s * len(flat))).split([sc.numel() for sc in scores])
@@ -109,19 +108,15 @@ def prune_unstructured(model: nn.Module, config: Unstructured, data=None, loss_f
     config.criterion.check(data)
     final = config.target_sparsity if sparsity is None else sparsity
     crit = config.criterion
-    neurons = isinstance(config.granularity, Neurons)
-    if isinstance(crit, OBS):
-        total = sum(t.original().numel() for t in targets)
-        start = sum(int((~t.mask()).sum()) for t in targets) / total
-        for s in _step_sparsities(start, final, crit.steps):
-            invs = crit.inverse(model, targets, data, loss_fn)
-            masks = masks_from_scores(crit.scores_from(invs, targets), targets, config, s)
-            crit.apply_update(invs, targets, masks)
-            _set_masks(targets, masks, neurons)
-            log.info("OBS step to sparsity %.4f done", s)
-        return targets
-    scores = crit.scores(model, targets, data, loss_fn)
-    _set_masks(targets, masks_from_scores(scores, targets, config, final), neurons)
+    total = sum(t.original().numel() for t in targets)
+    start = sum(int((~t.mask()).sum()) for t in targets) / total
+    for s in _step_sparsities(start, final, crit.steps):
+        scores, update = crit.scores_and_update(model, targets, data, loss_fn)
+        masks = masks_from_scores(scores, targets, config, s)
+        if update is not None:
+            update(masks)  # before the masks are set: the compensation reads the old ones
+        _set_masks(targets, masks, isinstance(config.granularity, Neurons))
+        log.debug("%s step to sparsity %.4f done", type(crit).__name__, s)
     return targets
 
 

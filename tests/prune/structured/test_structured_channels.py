@@ -104,7 +104,7 @@ def test_unreachable_budget_says_best_reachable_and_model_untouched():
 
 
 def test_taylor_without_data_and_no_inputs():
-    with pytest.raises(DataError, match=r"Taylor importance needs data="):
+    with pytest.raises(ConfigError, match=r"Taylor needs data: pass data="):
         prune_channels(resnet(), ChannelPruning(ratio=0.5, importance=Taylor()), X)
     with pytest.raises(DataError, match=r"example_inputs="):
         prune_channels(resnet(), ChannelPruning(ratio=0.5))

@@ -10,15 +10,14 @@ from torch import nn
 
 from ...core.errors import ConfigError, DataError
 from ...core.select import candidates, select_layers
-from ...graph import ChannelGraph, PrunePlan
+from ...graph import ChannelGraph, PrunePlan, handled_types
 from ..api import PRUNE
+from ..criteria import L1
 from .config import ChannelPruning, Latency, LatencyAware
-from .importance import L1
-from .search import group_scores, normalised, select, solve_budget
+from .importance import group_scores
+from .search import normalised, select, solve_budget
 
 log = logging.getLogger(__name__)
-#: layers whose output channels structured pruning removes (their consumers and norms follow)
-PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
 @dataclass
@@ -75,16 +74,19 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
     """
     if not isinstance(config, ChannelPruning):
         raise ConfigError(f"prune_channels takes a ChannelPruning config, got {type(config).__name__}")
+    importance = config.importance or L1()
+    importance.check(data)
     x = example_from(data, example_inputs)
-    sel = select_layers(model, config.include, config.exclude, supported=PRODUCERS, who="ChannelPruning")
+    # layers of a type with no graph handler are skipped (with a warning) and their channels locked
+    supported = handled_types()
+    sel = select_layers(model, config.include, config.exclude, supported=supported, who="ChannelPruning")
     chosen = set(sel.names)
-    graph = ChannelGraph(model, x, keep=tuple(n for n, m in candidates(model, PRODUCERS)
-                                              if n not in chosen and isinstance(m, PRODUCERS)))
+    graph = ChannelGraph(model, x, keep=tuple(n for n, m in candidates(model, supported)
+                                              if n not in chosen and isinstance(m, supported)))
     if not graph.groups:
         raise ConfigError(f"{type(model).__name__} has no prunable channels (all are inputs, outputs, kept "
                           "layers or mixed by channel-wise ops)")
-    importance = (config.importance or L1()).prepare(model, graph, data=data, loss_fn=loss_fn)
-    scores = group_scores(model, graph, importance)
+    scores = group_scores(model, graph, importance, data=data, loss_fn=loss_fn)
     before = graph.cost(None)
     extra_params = sum(p.numel() for p in model.parameters()) - before["params"]
     latency = {}

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...core.data import forward, iter_inputs
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, ModelError
+from ...core.select import Skip
 from ...graph import ChannelGraph, PrunePlan
 from ...graph.trace import shape_of, trace
 from ..api import PRUNE
@@ -128,8 +129,7 @@ def block_costs(model: nn.Module, graph: ChannelGraph, blocks: dict[str, tuple])
     """MACs (per sample, the graph's count) and params of each block's layers."""
     out = {}
     for n in blocks:
-        macs = sum(len(layer.out_labels) * (1 if layer.depthwise else len(layer.in_labels)) * layer.kernel
-                   * layer.spatial for layer in graph.layers if layer.module.startswith(n + "."))
+        macs = sum(layer.macs() for layer in graph.layers if layer.module.startswith(n + "."))
         out[n] = {"macs": macs, "params": sum(p.numel() for p in model.get_submodule(n).parameters())}
     return out
 
@@ -180,6 +180,23 @@ def _within_budget(model, graph, candidates, ranked, config):
                       "ChannelPruning for more")
 
 
+def _hit(name: str, patterns) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) or name.startswith(p + ".") for p in patterns)
+
+
+def _opaque(graph: ChannelGraph, config: BlockPruning) -> list[Skip]:
+    """The layers the graph cannot see into, as skipped (with a warning); naming one in include is an error."""
+    for pat in config.include:
+        if pat in graph.opaque:
+            raise ModelError(f"BlockPruning: layer {pat!r} is a {graph.opaque[pat]}, which the channel graph does not "
+                             "support (no handler); register one (netcompress.graph.register_handler) or name a block")
+    skipped = [Skip(n, kind, f"unsupported layer type {kind} (no graph handler): its MACs are not counted")
+               for n, kind in graph.opaque.items() if not _hit(n, config.exclude)]
+    for s in skipped:
+        logging.getLogger("netcompress").warning("BlockPruning skips %s: %s", s.name, s.reason)
+    return skipped
+
+
 def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, data=None, plan_path=None,
                  force: bool = False) -> PruneResult:
     """Replace the residual blocks ``config`` selects; the model changes only if the call succeeds.
@@ -194,21 +211,19 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
         raise ConfigError(f"prune_blocks takes a BlockPruning config, got {type(config).__name__}")
     x = example_from(data, example_inputs)
     blocks = find_blocks(model, x)
+    graph = ChannelGraph(model, x)
+    skipped = _opaque(graph, config)
     names = [n for n, _ in model.named_modules()]
     for pat in (*config.include, *config.exclude):
         if not any(fnmatch.fnmatchcase(n, pat) for n in names):
             raise ConfigError(f"BlockPruning: {pat!r} matches no module of {type(model).__name__}; "
                               f"residual blocks: {', '.join(blocks) or '(none)'}")
-
-    def hit(n, patterns):
-        return any(fnmatch.fnmatchcase(n, p) or n.startswith(p + ".") for p in patterns)
-    candidates = {n: b for n, b in blocks.items() if hit(n, config.include) and not hit(n, config.exclude)}
+    candidates = {n: b for n, b in blocks.items() if _hit(n, config.include) and not _hit(n, config.exclude)}
     if not candidates:
         raise ConfigError(f"{type(model).__name__} has no removable residual block (x + branch(x) with an "
                           "unchanged shape) within include= / outside exclude=")
     contrib = block_contributions(model, candidates, data if data is not None else (x,), config.batches,
                                   config.batch_size)
-    graph = ChannelGraph(model, x)
     report = {"contributions": contrib}
     if isinstance(config.scope, LatencyAware):  # least contribution per millisecond saved goes first
         ms = block_latency(model, candidates, config.scope)
@@ -232,7 +247,7 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     plan.apply(model)
     after = ChannelGraph(model, x).cost(None)
     log.info("depth pruning removed %s (contributions %s)", chosen, {n: round(contrib[n], 4) for n in chosen})
-    return PruneResult(plan, before, after, report)
+    return PruneResult(plan, before, after, report, skipped)
 
 
 @PRUNE.register(BlockPruning)

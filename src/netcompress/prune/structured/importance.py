@@ -1,157 +1,72 @@
-"""Channel importance: one method, ``__call__(model, group) -> (units,) scores`` (higher = keep).
-
-Scores see the group's members (module, role, positions per unit), so every coupled layer can vote;
-criteria that need data (Taylor) gather it in ``prepare`` first.
+"""Channel scores from the one scoring protocol: a group's channel unit scores ``criterion.reduce`` of its
+per-weight scores summed over each voting layer's slices (``criterion.votes``), so every criterion -- L1,
+L2, BNScale, Taylor, Random, and Magnitude, SNIP, OBD, OBS... -- ranks channels as it ranks weights.
+Learned gates score channel units directly (:class:`Precomputed`).
 """
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ...core.config import Config, PositiveInt
-from ...core.data import iter_batches, forward
-from ...core.errors import ConfigError, DataError
+from ...core.errors import ConfigError
+from ...graph import handler_for
+from ..criteria import BNScale, Criterion, L1, L2, Random, Taylor
+from ..masks import Target
 
-log = logging.getLogger(__name__)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+__all__ = ["BNScale", "Importance", "L1", "L2", "Precomputed", "Random", "Taylor", "group_scores"]
 
-
-def _out_rows(mod: nn.Module, role: str) -> torch.Tensor:
-    """(C, -1) weight of the channels this member is indexed by."""
-    w = mod.weight.detach()
-    if isinstance(mod, _CONVT) and role == "out":
-        w = w.transpose(0, 1)
-    return w.reshape(w.shape[0], -1)
+#: what ``ChannelPruning(importance=...)`` takes: any criterion
+Importance = Criterion
 
 
-def _per_unit(values: torch.Tensor, positions: list[np.ndarray]) -> np.ndarray:
-    v = values.double().cpu().numpy()
-    return np.array([v[p].sum() if len(p) else 0.0 for p in positions])
-
-
-def _producers(model: nn.Module, group) -> list[tuple[nn.Module, str, list[np.ndarray]]]:
-    mods = dict(model.named_modules())
-    out = [(mods[m], r, p) for m, r, p in group.members
-           if r == "out" or (r == "channel" and not isinstance(mods[m], (*_BN, nn.LayerNorm)))]
-    return out
-
-
-class Importance(Config):
-    """Base: subclasses implement ``__call__``; ``comparable`` says whether raw scores can be ranked
-    across layers (Global scope normalises them per group otherwise)."""
-
-    comparable = False
-
-    def prepare(self, model: nn.Module, graph, data=None, loss_fn=None) -> "Importance":
-        """The scorer to use on this model: ``self``, or a copy holding gathered statistics (gradients)."""
-        return self
-
-    def __call__(self, model: nn.Module, group) -> np.ndarray:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class L1(Importance):
-    """Sum of |w| of the filters producing each channel (Li et al. 2017)."""
-
-    def __call__(self, model, group):
-        return sum(_per_unit(_out_rows(m, r).abs().sum(1), p) for m, r, p in _producers(model, group))
-
-
-@dataclass(frozen=True)
-class L2(Importance):
-    """L2 norm of the filters producing each channel."""
-
-    def __call__(self, model, group):
-        return np.sqrt(sum(_per_unit(_out_rows(m, r).pow(2).sum(1), p) for m, r, p in _producers(model, group)))
-
-
-@dataclass(frozen=True)
-class BNScale(Importance):
-    """|gamma| of the BatchNorms normalising each channel (network slimming, Liu et al. 2017).
-
-    Groups without a BatchNorm are never pruned by this criterion (their scores are +inf)."""
-
-    comparable = True
-
-    def __call__(self, model, group):
-        mods = dict(model.named_modules())
-        bns = [(mods[m], p) for m, r, p in group.members if r == "channel" and isinstance(mods[m], _BN)]
-        if not bns:
-            return np.full(len(group), np.inf)
-        return sum(_per_unit(bn.weight.detach().abs(), p) for bn, p in bns) / len(bns)
-
-
-@dataclass(frozen=True)
-class Random(Importance):
-    """Uniform random scores: the control every criterion must beat."""
-
-    seed: int = 0
-
-    def __call__(self, model, group):
-        return np.random.default_rng((self.seed, group.index)).random(len(group))
-
-
-@dataclass(frozen=True)
-class Taylor(Importance):
-    """First-order Taylor (Molchanov et al. 2019): (sum over a channel's weights of g * w)^2, averaged over
-    ``batches`` mini-batches of ``data`` -- the loss change if the channel were removed."""
-
-    batches: PositiveInt = 8
-    batch_size: PositiveInt = 64
-
-    def prepare(self, model, graph, data=None, loss_fn=None) -> "Precomputed":
-        if data is None:
-            raise DataError("Taylor importance needs data=: a dataset of (inputs, targets) to take gradients on")
-        loss_fn = loss_fn or (lambda out, y, x: F.cross_entropy(out, y))
-        mods = dict(model.named_modules())
-        params = {name: mod.weight for name, mod in mods.items() if getattr(mod, "weight", None) is not None}
-        saved = {n: (p.grad, p.requires_grad) for n, p in params.items()}
-        sums = {n: torch.zeros(p.shape[1] if isinstance(mods[n], _CONVT) else p.shape[0], dtype=torch.float64)
-                for n, p in params.items()}
-        was_training = model.training
-        model.eval()  # running statistics must not move while we score
-        scores: dict[tuple[int, int], np.ndarray] = {}
-        try:
-            for x, y in iter_batches(data, batch_size=self.batch_size, max_batches=self.batches, shuffle=True):
-                for p in params.values():
-                    p.grad = None
-                    p.requires_grad_(True)
-                loss_fn(forward(model, x), y, x).backward()
-                for n, p in params.items():  # per channel sum of g * w
-                    gw = (p.grad * p.detach()) if p.grad is not None else torch.zeros_like(p)
-                    if isinstance(mods[n], _CONVT):
-                        gw = gw.transpose(0, 1)
-                    sums[n] = gw.reshape(gw.shape[0], -1).sum(1).double()
-                for grp in graph.groups:  # squared per unit per batch, then averaged
-                    s = np.zeros(len(grp))
-                    for m, r, pos in grp.members:
-                        if r != "in" and m in sums:
-                            s += _per_unit(sums[m], pos)
-                    scores[grp.index] = scores.get(grp.index, 0) + s ** 2
-        finally:
-            for n, p in params.items():
-                p.grad, rg = saved[n]
-                p.requires_grad_(rg)
-            model.train(was_training)
-        return Precomputed(scores, comparable=False)
-
-    def __call__(self, model, group):
-        raise ConfigError("Taylor importance needs gradients: use the scorer returned by "
-                          "prepare(model, graph, data) (prune_ does this when given data=)")
-
-
-class Precomputed(Importance):
-    """Scores gathered beforehand, keyed by group index (Taylor statistics, learned gates)."""
+class Precomputed(Criterion):
+    """Scores gathered beforehand, one per channel unit, keyed by group index (learned gates)."""
 
     def __init__(self, scores: dict[int, np.ndarray], comparable: bool):
-        self.scores, self.comparable = scores, comparable
+        self.unit_scores, self.comparable = scores, comparable
 
-    def __call__(self, model, group):
-        return np.asarray(self.scores[group.index], dtype=np.float64)
+    def scores(self, model, targets, data=None, loss_fn=None):
+        raise ConfigError("precomputed channel scores rank channels, not weights; use them with ChannelPruning")
+
+
+def _unit_sums(score: torch.Tensor, ndim: int, dim: int, positions: list[np.ndarray]) -> torch.Tensor:
+    """(*lead, units): ``score`` (``*lead`` per-batch dims, then the weight's ``ndim`` dims) summed over each
+    unit's slices along weight dim ``dim``."""
+    lead = score.dim() - ndim
+    per_channel = score.movedim(lead + dim, lead)
+    per_channel = per_channel.reshape(*per_channel.shape[:lead + 1], -1).sum(-1).double()  # (*lead, C)
+    unit = torch.as_tensor(np.repeat(np.arange(len(positions)), [len(p) for p in positions]))
+    index = torch.as_tensor(np.concatenate(positions).astype(np.int64))
+    out = per_channel.new_zeros(*per_channel.shape[:lead], len(positions))
+    return out.index_add_(lead, unit, per_channel.index_select(lead, index))
+
+
+def group_scores(model: nn.Module, graph, criterion: Criterion, data=None, loss_fn=None) -> list[np.ndarray]:
+    """Per group of ``graph``, one score per channel unit (higher = keep); +inf where no layer votes."""
+    if isinstance(criterion, Precomputed):
+        out = [np.asarray(criterion.unit_scores[grp.index], dtype=np.float64).reshape(-1) for grp in graph.groups]
+    else:
+        criterion.check(data)
+        mods = dict(model.named_modules())
+        targets: dict[tuple[str, str], Target] = {}
+        voters = []  # per group: (target key, weight dim, positions per unit)
+        for grp in graph.groups:
+            mine = []
+            for name, role, positions in grp.members:
+                mod, handler = mods[name], handler_for(mods[name])
+                attr, dim = handler.slots(mod, role)[0]  # the weight
+                if isinstance(getattr(mod, attr, None), nn.Parameter) and criterion.votes(mod, role, handler.follows):
+                    mine.append(((name, attr), dim, positions))
+                    targets.setdefault((name, attr), Target(name, mod, attr))
+            voters.append(mine)
+        keys = list(targets)
+        scores = dict(zip(keys, criterion.scores(model, [targets[k] for k in keys], data, loss_fn)))
+        out = []
+        for grp, mine in zip(graph.groups, voters):
+            parts = [_unit_sums(scores[k], targets[k].original().dim(), dim, pos) for k, dim, pos in mine]
+            out.append(criterion.reduce(parts).cpu().numpy() if parts else np.full(len(grp), np.inf))
+    for grp, s in zip(graph.groups, out):
+        if s.shape != (len(grp),):
+            raise ConfigError(f"{type(criterion).__name__} gave {s.shape} scores for a group of {len(grp)} channels")
+    return out

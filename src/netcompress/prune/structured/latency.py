@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ...core.errors import ConfigError
+from ...graph import handler_for
 from ...measure.latency import compare_latency, measure_latency, set_threads
 from .search import floor_keep, kept_count, normalised
 
@@ -72,9 +73,9 @@ class LatencyTable:
             self._key_of[layer.module] = key
             if key in self._grids:
                 continue
-            n_in = len(layer.out_labels) if layer.depthwise else len(layer.in_labels)
+            n_in, n_out = layer.kept()
             ins = [1] if layer.depthwise else _levels(n_in, self.round_to)
-            outs = _levels(len(layer.out_labels), self.round_to)
+            outs = _levels(n_out, self.round_to)
             grid = np.full((len(ins), len(outs)), np.inf)
             for _ in range(2):  # two passes, keep the faster: a loaded machine only ever adds time
                 for i, a in enumerate(ins):
@@ -92,9 +93,8 @@ class LatencyTable:
     @staticmethod
     def _key(mod, layer) -> tuple:
         cfg = tuple(getattr(mod, a, None) for a in ("kernel_size", "stride", "padding", "dilation"))
-        return (type(mod).__name__, layer.depthwise, cfg, tuple(layer.in_shape[2:] if not isinstance(mod, nn.Linear)
-                                                               else layer.in_shape[1:-1]),
-                len(layer.in_labels) if layer.in_labels is not None else 0, len(layer.out_labels))
+        positions = layer.in_shape[1:layer.cdim] + layer.in_shape[layer.cdim + 1:]  # (B, C, H, W) -> (H, W)
+        return (type(mod).__name__, layer.depthwise, cfg, tuple(positions), *layer.kept())
 
     def layer_ms(self, module: str, n_in: int, n_out: int) -> float:
         ins, outs, grid = self._grids[self._key_of[module]]
@@ -108,11 +108,10 @@ class LatencyTable:
         keep = graph.channel_keep(pruned_units)
         total = act = act_dense = 0.0
         for layer in graph.layers:
-            n_out = int(keep[layer.out_labels].sum())
-            n_in = 1 if layer.depthwise else int(keep[layer.in_labels].sum())
+            n_in, n_out = layer.kept(keep)
             total += self.layer_ms(layer.module, n_in, n_out)
             act += n_out * layer.spatial
-            act_dense += len(layer.out_labels) * layer.spatial
+            act_dense += layer.kept()[1] * layer.spatial
         total += getattr(self, "other_ms", 0.0) * act / max(act_dense, 1)
         corrections = getattr(self, "corrections", None)
         if corrections:
@@ -175,17 +174,12 @@ def _kept_per_group(graph, pruned_units) -> np.ndarray:
 
 
 def _standalone(mod: nn.Module, layer, n_in: int, n_out: int, batch: int):
-    """A fresh layer shaped like ``mod`` with ``n_in``/``n_out`` channels, and an input for it."""
-    if isinstance(mod, nn.Linear):
-        return nn.Linear(n_in, n_out, bias=mod.bias is not None), torch.randn(batch, *layer.in_shape[1:-1], n_in)
-    groups = n_out if layer.depthwise else 1
-    cls = type(mod)
-    kw = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
-              groups=groups, bias=mod.bias is not None)
-    if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-        kw["output_padding"] = mod.output_padding
-    op = cls(n_out if layer.depthwise else n_in, n_out, **kw)
-    return op, torch.randn(batch, op.in_channels, *layer.in_shape[2:])
+    """A copy of ``mod`` cut to its first ``n_in``/``n_out`` channels (by its graph handler), and an input."""
+    keep = {"channel": range(n_out)} if layer.depthwise else {"in": range(n_in), "out": range(n_out)}
+    op = handler_for(mod).prune(copy.deepcopy(mod), keep)
+    shape = list(layer.in_shape)
+    shape[0], shape[layer.cdim] = batch, n_out if layer.depthwise else n_in
+    return op, torch.randn(*shape)
 
 
 def _unit_ids(graph) -> list[np.ndarray]:

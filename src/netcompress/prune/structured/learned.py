@@ -23,7 +23,7 @@ from .config import MACs
 from .importance import Precomputed
 
 log = logging.getLogger(__name__)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_BN = nn.modules.batchnorm._BatchNorm
 
 
 class SlimmingPenalty(Callback):
@@ -80,16 +80,11 @@ class ChannelGates(Callback):
                          torch.as_tensor(layer.out_labels), layer.kernel * layer.spatial) for layer in self.graph.layers]
         self._dense = float(self.graph.cost(None)["macs"])
 
-    def _gate_points(self) -> dict[str, torch.Tensor]:
-        """Where each channel is zeroed: after its norm if one follows the producer, else after the producer."""
-        points = {}
-        for u in self.graph.usages:
-            mod = self._model.get_submodule(u.module)
-            if u.role == "channel" and isinstance(mod, (*_BN, nn.LayerNorm)):
-                points[u.module] = torch.as_tensor(u.labels)
-            elif u.role in ("out", "channel") and u.module not in self.graph.normed:
-                points[u.module] = torch.as_tensor(u.labels)
-        return points
+    def _gate_points(self) -> dict[str, tuple[torch.Tensor, int]]:
+        """Where each channel is zeroed, and on which output dim: after its norm if one follows the producer,
+        else after the producer."""
+        return {u.module: (torch.as_tensor(u.labels), self.graph.out_dim[u.module]) for u in self.graph.usages
+                if u.role != "in" and u.module not in self.graph.normed}
 
     def gates(self, hard: bool = True) -> torch.Tensor:
         soft = torch.sigmoid(self.logits / self.temperature)
@@ -98,9 +93,8 @@ class ChannelGates(Callback):
 
     def attach(self) -> "ChannelGates":
         self.detach()
-        for name, labels in self._points.items():
+        for name, (labels, cdim) in self._points.items():
             idx = self._unit[labels]
-            cdim = 1 if not isinstance(self._model.get_submodule(name), (nn.Linear, nn.LayerNorm)) else -1
 
             def hook(mod, args, out, idx=idx, cdim=cdim):
                 g = self.gates()[idx]  # (C,)

@@ -12,16 +12,6 @@ from .config import Global, Local, MACs, Params
 log = logging.getLogger(__name__)
 
 
-def group_scores(model, graph, importance) -> list[np.ndarray]:
-    scores = []
-    for grp in graph.groups:
-        s = np.asarray(importance(model, grp), dtype=np.float64).reshape(-1)
-        if s.shape != (len(grp),):
-            raise ConfigError(f"{type(importance).__name__} returned {s.shape} scores for a group of {len(grp)}")
-        scores.append(s)
-    return scores
-
-
 def kept_count(n: int, n_prune: int, round_to: int, min_keep: int) -> int:
     keep = max(n - n_prune, min(min_keep, n))
     if round_to > 1:  # nearest multiple (never zero): a count of 8k runs full SIMD lanes
@@ -73,10 +63,6 @@ def select(graph, scores: list[np.ndarray], amount: float, scope, round_to: int 
         units = graph.unit_of[[grp.units[i][0] for i in worst]]
         pruned[units] = True
     return pruned
-
-
-def dense_cost(graph) -> dict[str, int]:
-    return graph.cost(None)
 
 
 def solve_budget(graph, scores, budget, scope, round_to=1, min_keep=1, extra_params: int = 0,
