@@ -1,4 +1,5 @@
-"""Small architectures that exercise every coupling the channel graph must follow."""
+"""Small architectures that exercise every coupling the channel graph must follow, and helpers to prune them."""
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,3 +108,23 @@ class Unsupported(nn.Module):
     def forward(self, x):
         left, right = torch.chunk(self.a(x), 2, dim=1)
         return self.b(left) + right
+
+
+def warm_bn(model, x):
+    """Give BatchNorm non-trivial running statistics, so that BN bias matters in eval."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x * 2 + 0.5)
+    return model.eval()
+
+
+def random_units(graph, frac=0.4, seed=0):
+    """The channel ids of a random ``frac`` of every group's units (each group keeps at least one)."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for grp in graph.groups:
+        n = max(1, int(len(grp) * frac))
+        if len(grp) - n >= 1:
+            picked += [grp.units[i] for i in rng.choice(len(grp), n, replace=False)]
+    return np.concatenate(picked)

@@ -6,7 +6,7 @@ from torch import nn
 
 from netcompress.core.errors import ConfigError, ModelError
 from netcompress.lowrank import SVD, Tucker2, decompose_
-from netcompress.lowrank.factor import _rank_from_energy, _svd_module, _svd_plan, _tucker_module
+from netcompress.lowrank.factor import _rank_from_energy, _svd_plan
 from netcompress.measure import analyze
 from netcompress.prune import Unstructured, prune_
 
@@ -18,37 +18,6 @@ def _state(model):
 def _same_state(model, state):
     now = model.state_dict()
     return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
-
-
-# layer, input shape: full-rank factors must reproduce the layer exactly
-EXACT_CASES = [
-    (lambda: nn.Linear(12, 7), (5, 12)),
-    (lambda: nn.Conv2d(3, 6, 3, padding=1), (2, 3, 9, 9)),
-    (lambda: nn.Conv2d(4, 5, (3, 2), stride=2, padding=(1, 0), dilation=(1, 2), bias=False), (2, 4, 11, 10)),
-    (lambda: nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), (2, 3, 8, 8)),
-]
-
-
-@pytest.mark.parametrize("make, shape", EXACT_CASES)
-def test_full_rank_svd_reproduces_the_layer(make, shape):
-    torch.manual_seed(0)
-    layer, x = make(), torch.randn(shape)
-    w = layer.weight.detach().reshape(layer.weight.shape[0], -1).double()
-    r, first, second = _svd_plan(w, SVD(rank=min(w.shape)), None)
-    assert r == min(w.shape)
-    torch.testing.assert_close(_svd_module(layer, first, second)(x), layer(x), atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("make, shape", EXACT_CASES[1:])
-def test_full_rank_tucker2_reproduces_the_conv(make, shape):
-    torch.manual_seed(0)
-    layer, x = make(), torch.randn(shape)
-    w = layer.weight.detach().double()
-    out, inp = w.shape[:2]
-    u_out = torch.linalg.svd(w.reshape(out, -1), full_matrices=False)[0]
-    u_in = torch.linalg.svd(w.transpose(0, 1).reshape(inp, -1), full_matrices=False)[0]
-    core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
-    torch.testing.assert_close(_tucker_module(layer, u_in, core, u_out)(x), layer(x), atol=1e-5, rtol=1e-5)
 
 
 def test_truncated_svd_error_is_the_eckart_young_bound():

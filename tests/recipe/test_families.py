@@ -59,7 +59,7 @@ def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
 
 @pytest.mark.parametrize("change,where,words", [
     (("stages", 1, "config", "budget", "type"), "stages[1].config", "Did you mean 'MACs'"),
-    (("stages", 1, "config", "importance", "type"), "stages[1].config.importance", "unknown Importance"),
+    (("stages", 1, "config", "importance", "type"), "stages[1].config.importance", "unknown Criterion"),
     (("stages", 2, "callbacks", 0, "terms", 0, "type"), "stages[2].callbacks[0].terms[0]", "unknown Term"),
 ])
 def test_family_names_are_checked_on_load(change, where, words):
