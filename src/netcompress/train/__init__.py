@@ -1,4 +1,5 @@
 """Training loop for every compression method: config, callbacks, checkpoint/resume and DDP."""
+from .bn import recalibrate_bn
 from .callbacks import Callback, CallbackConfig
 from .checkpoint import seed_everything
 from .config import TrainConfig
@@ -6,4 +7,4 @@ from .distributed import init_distributed, is_distributed, rank, world_size
 from .trainer import Trainer, evaluate
 
 __all__ = ["Callback", "CallbackConfig", "TrainConfig", "Trainer", "evaluate", "init_distributed", "is_distributed",
-           "rank", "world_size", "seed_everything"]
+           "rank", "recalibrate_bn", "world_size", "seed_everything"]

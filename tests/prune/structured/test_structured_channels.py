@@ -133,3 +133,19 @@ def test_pruned_model_exports_to_onnx(tmp_path):
     prune_channels(model, ChannelPruning(budget=MACs(0.5)), X)
     to_onnx(model, X, tmp_path / "pruned.onnx")  # verify=True: onnxruntime output checked against torch
     assert (tmp_path / "pruned.onnx").stat().st_size > 0
+
+
+def test_recalibrate_bn_after_removal(digits28):
+    x = digits28.train.tensors[0][:4]
+    model = nc.models.create_model("resnet20", in_channels=1, input_size=28, width=8)
+    plain = copy.deepcopy(model)
+    nc.prune_(plain, ChannelPruning(ratio=0.5), example_inputs=x)
+    nc.prune_(model, ChannelPruning(ratio=0.5, recalibrate_bn=256), data=digits28.train, example_inputs=x)
+    assert torch.equal(model.conv1.weight, plain.conv1.weight) and model.training
+    assert not torch.equal(model.bn1.running_var, plain.bn1.running_var)
+    nc.train.recalibrate_bn(plain, digits28.train, n=256)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
+    untouched = resnet()
+    with pytest.raises(ConfigError, match=r"recalibrate_bn=8 needs data="):
+        nc.prune_(untouched, ChannelPruning(ratio=0.5, recalibrate_bn=8), example_inputs=X)
+    assert untouched.conv1.out_channels == 16

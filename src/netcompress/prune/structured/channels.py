@@ -11,6 +11,7 @@ from torch import nn
 from ...core.errors import ConfigError, DataError
 from ...core.select import candidates, select_layers
 from ...graph import ChannelGraph, PrunePlan, handled_types
+from ...train import recalibrate_bn
 from ..api import PRUNE
 from ..criteria import L1
 from .config import ChannelPruning, Latency, LatencyAware
@@ -59,6 +60,18 @@ def example_from(data, example_inputs):
                     "torch.randn(2, 1, 28, 28)) or data= (a dataset whose items are (input, target))")
 
 
+def check_recalibration(config, data) -> None:
+    if config.recalibrate_bn and data is None:
+        raise ConfigError(f"{type(config).__name__}.recalibrate_bn={config.recalibrate_bn} needs data= to re-estimate "
+                          "the BatchNorm statistics on (e.g. data=splits.train); or set it to 0")
+
+
+def recalibrate(model: nn.Module, config, data) -> None:
+    """Re-estimate the BatchNorm statistics after a removal, when ``config.recalibrate_bn`` asks for it."""
+    if config.recalibrate_bn:
+        recalibrate_bn(model, data, config.recalibrate_bn)
+
+
 def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None, data=None, loss_fn=None,
                    plan_path=None, force: bool = False) -> PruneResult:
     """Prune ``model`` in place as ``config`` says and return the plan and costs.
@@ -76,6 +89,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
         raise ConfigError(f"prune_channels takes a ChannelPruning config, got {type(config).__name__}")
     importance = config.importance or L1()
     importance.check(data)
+    check_recalibration(config, data)
     x = example_from(data, example_inputs)
     # layers of a type with no graph handler are skipped (with a warning) and their channels locked
     supported = handled_types()
@@ -112,6 +126,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
     if plan_path is not None:
         plan.save(plan_path, force=force)
     plan.apply(model)
+    recalibrate(model, config, data)
     result = PruneResult(plan, before, after, latency, sel.skipped)
     log.info("structured pruning: %s", result.summary())
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from ...core.config import Config, Fraction, Interval, PositiveFloat, PositiveInt, Share
+from ...core.config import Config, Fraction, Interval, NonNegativeInt, PositiveFloat, PositiveInt, Share
 from ...core.errors import ConfigError
 from ..config import PruneConfig
 from .importance import Importance
@@ -106,6 +106,8 @@ class ChannelPruning(PruneConfig):
     channels may go (globs over names, or ``"type:Conv2d"``); the others keep theirs;
     ``round_to`` keeps channel counts at multiples of it (8 suits SIMD kernels); ``min_channels`` and
     ``max_ratio`` (no group loses more than this fraction of its channels; None = no cap) bound every group.
+    ``importance`` is any criterion (L1 by default). ``recalibrate_bn``: after the removal, re-estimate the
+    BatchNorm statistics on that many samples of ``data`` (0: leave them as they were).
 
     >>> from netcompress.prune.structured import L1
     >>> ChannelPruning(budget=MACs(0.5), importance=L1(), round_to=8).round_to
@@ -123,6 +125,7 @@ class ChannelPruning(PruneConfig):
     round_to: PositiveInt = 1
     min_channels: PositiveInt = 1
     max_ratio: Share | None = None
+    recalibrate_bn: NonNegativeInt = 0
 
     def validate(self):
         if (self.ratio is None) == (self.budget is None):
@@ -142,6 +145,7 @@ class BlockPruning(PruneConfig):
     blocks until the model fits). ``scope=LatencyAware()`` ranks blocks by contribution per measured
     millisecond saved instead of contribution alone. Candidates are found through the graph: a module whose
     output is ``[relu](x + branch(x))`` with unchanged shape; ``exclude`` (globs) names blocks that stay.
+    ``recalibrate_bn``: after the removal, re-estimate the BatchNorm statistics on that many samples of ``data``.
 
     >>> BlockPruning(budget=MACs(0.5), scope=LatencyAware(batch_size=32)).budget
     MACs(fraction=0.5)
@@ -157,6 +161,7 @@ class BlockPruning(PruneConfig):
     scope: Global | LatencyAware = field(default_factory=Global)
     batches: PositiveInt = 4
     batch_size: PositiveInt = 64
+    recalibrate_bn: NonNegativeInt = 0
 
     def validate(self):
         if sum(v is not None for v in (self.blocks, self.epsilon, self.budget)) != 1:

@@ -21,7 +21,7 @@ from ...core.select import Skip
 from ...graph import ChannelGraph, PrunePlan
 from ...graph.trace import shape_of, trace
 from ..api import PRUNE
-from .channels import PruneResult, example_from, report_plan
+from .channels import PruneResult, check_recalibration, example_from, recalibrate, report_plan
 from .config import BlockPruning, LatencyAware, MACs
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     """
     if not isinstance(config, BlockPruning):
         raise ConfigError(f"prune_blocks takes a BlockPruning config, got {type(config).__name__}")
+    check_recalibration(config, data)
     x = example_from(data, example_inputs)
     blocks = find_blocks(model, x)
     graph = ChannelGraph(model, x)
@@ -245,6 +246,7 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     if plan_path is not None:
         plan.save(plan_path, force=force)
     plan.apply(model)
+    recalibrate(model, config, data)
     after = ChannelGraph(model, x).cost(None)
     log.info("depth pruning removed %s (contributions %s)", chosen, {n: round(contrib[n], 4) for n in chosen})
     return PruneResult(plan, before, after, report, skipped)
