@@ -22,7 +22,6 @@ a silently wrong shape is never produced.
 """
 from __future__ import annotations
 
-import logging
 import math
 import operator
 from dataclasses import dataclass, field
@@ -37,8 +36,6 @@ from ..core.registry import did_you_mean
 from .handlers import LOCK, handler_for
 from .plan import PrunePlan
 from .trace import describe, shape_of, trace
-
-log = logging.getLogger(__name__)
 
 _PASS_FUNCS = {F.relu, torch.relu, F.relu6, F.gelu, F.silu, F.elu, F.leaky_relu, F.hardswish, F.hardsigmoid,
                torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.dropout, F.dropout2d, torch.neg, operator.neg,
@@ -148,8 +145,6 @@ class ChannelGraph:
         self._labels: dict[fx.Node, tuple[np.ndarray, int]] = {}
         for node in self.gm.graph.nodes:
             self._visit(node)
-        if self.opaque:
-            log.debug("channel graph: no handler for %s; their channels are locked", self.opaque)
         self._merge_shared_usages()
         for name in keep:
             self.lock_module(name)
@@ -449,9 +444,6 @@ class ChannelGraph:
                 slots = handler_for(mod).slots(mod, "channel")
                 per = sum(isinstance(getattr(mod, attr, None), nn.Parameter) for attr, _ in slots)
                 self._followers.append((u.labels, per))
-
-    def module_names(self) -> list[str]:
-        return sorted({u.module for u in self.usages})
 
     def lock_module(self, name: str) -> None:
         """Never prune the channels that ``name`` (or the modules under it) produces or normalises."""

@@ -8,7 +8,6 @@ then loads.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from torch import nn
 from ..core.errors import CheckpointError, ModelError
 from ..core.io import atomic_write, ensure_writable
 from .handlers import Handler, handler_for
-
-log = logging.getLogger(__name__)
 
 _REPLACEMENTS = {"Identity": nn.Identity, "ReLU": nn.ReLU}
 FORMAT = "netcompress.prune_plan/1"

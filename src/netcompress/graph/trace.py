@@ -1,7 +1,6 @@
 """Tracing: torch.fx symbolic trace plus shape propagation, with errors that name what broke it."""
 from __future__ import annotations
 
-import logging
 
 import torch
 from torch import fx, nn
@@ -9,8 +8,6 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..core.errors import ModelError
 from .handlers import handler_for, is_opaque
-
-log = logging.getLogger(__name__)
 
 
 def _as_tuple(example_inputs) -> tuple:
