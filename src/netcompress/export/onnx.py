@@ -56,7 +56,7 @@ def _inline_external_data(path: Path) -> None:
 
 def _strip_debug_info(model) -> int:
     """Drop the exporter's debug metadata (per-node stack traces with local file paths and FX node dumps,
-    the graph's ExportedProgram signature) and doc strings: ~35% of a small int8 file, and nothing a
+    the graph's ExportedProgram signature) and doc strings: a large share of a small int8 file, and nothing a
     shipped artifact needs. Returns how many entries were removed."""
     removed = 0
     graphs = [model.graph]
@@ -92,7 +92,7 @@ def compact_onnx(path: str | Path, out: str | Path | None = None, force: bool = 
     internal tensor and node renamed to a short id (``t1f``); the graph's input and output names stay,
     so callers feeding ``{"input": x}`` are unaffected. Computation is unchanged (a pure renaming).
 
-    Names such as ``layer3.0.conv2.weight_DequantizeLinear_Output`` cost ~15% of a small int8
+    Names such as ``layer3.0.conv2.weight_DequantizeLinear_Output`` are a sizeable share of a small int8
     model's bytes; they help reading the graph, not running it."""
     import onnx
 
@@ -130,7 +130,7 @@ def compact_onnx(path: str | Path, out: str | Path | None = None, force: bool = 
 
 
 # Opset 20 has a single Gelu op; at 18 the exporter writes Div-Erf-Add-Mul-Mul, which onnxruntime does not fuse
-# back: a MiniLM-shaped encoder runs 5% faster in onnxruntime (fp32 and int8) exported at 20.
+# back, so GELU models run faster in onnxruntime (fp32 and int8) exported at 20.
 DEFAULT_OPSET = 20
 
 
@@ -183,11 +183,10 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
     return path
 
 
-# Graph rewrites left off in every session we open. onnxruntime 1.31's CPU SkipLayerNormalization kernel (the
-# fusion of a residual Add into the LayerNormalization after it) measured 8x slower per call than the plain
-# LayerNormalization kernel on this CPU: a MiniLM-shaped encoder runs 1.2x faster at batch 1 (fp32 and int8) with
-# the fusion off (benchmarks/RESULTS.md, issue 5). Users running our files in their own onnxruntime session can
-# pass the same list: InferenceSession(path, opts, disabled_optimizers=ORT_DISABLED_OPTIMIZERS).
+# Graph rewrites left off in every session we open. onnxruntime's CPU SkipLayerNormalization kernel (the fusion
+# of a residual Add into the LayerNormalization after it) is much slower per call than the plain LayerNormalization
+# kernel, so transformer encoders run faster (fp32 and int8) with the fusion off. Users running our files in their
+# own onnxruntime session can pass the same list: InferenceSession(path, opts, disabled_optimizers=ORT_DISABLED_OPTIMIZERS).
 ORT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 

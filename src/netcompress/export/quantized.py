@@ -4,8 +4,8 @@ The graph rewrite is onnxruntime's own (``onnxruntime.quantization``): it knows 
 kernels its CPU provider has. What we add is the calibration: every activation tensor is observed
 by a netcompress observer (min/max, moving average, percentile or MSE-optimal clipping) on the
 fp32 graph, and the chosen ranges are handed to the rewrite as its calibration cache; and the
-defaults are the fast path of this CPU: u8 activations x s8 weights per output channel
-(s8 x s8 takes a reference path that is ~3x slower; u8 weights are ~2x slower in dynamic mode).
+defaults are onnxruntime's fast x86 path: u8 activations x s8 weights per output channel (s8 x s8 and u8
+weights take slower kernels).
 On a CPU with AMX-INT8, wide convs get their s8 weights stored with zero point -1 (the same values), which moves
 them from onnxruntime's AVX-512 VNNI conv kernel to its AMX GEMM (``Int8Onnx.amx_conv_channels``).
 """
@@ -49,24 +49,22 @@ class Int8Onnx(Config):
     op_types: tuple[str, ...] | None = None  # None = every op type onnxruntime can quantize
     pre_process: bool = True
     # MatMuls of two activations (attention's QK^T and AV) in int8 too; onnxruntime's dynamic default leaves
-    # them in fp32. Measured on a MiniLM-shaped encoder (issue 5): 1.12x faster at batch 32, 3% slower at
-    # batch 1 (quantizing small per-head matrices costs more than it saves), so off by default.
+    # them in fp32. Faster at large batches, slower at batch 1 (quantizing small per-head matrices costs more
+    # than it saves), so off by default.
     activation_matmuls: bool = False
     # Static QDQ convs with at least this many output channels get their symmetric s8 weights stored as (q - 1) with
     # zero point -1: the same dequantized values (symmetric weights use -127..127), but onnxruntime sends a conv
     # whose weight zero point is not 0 through im2col + its QGEMM, which is AMX on a CPU with AMX-INT8, instead of
-    # its symmetric AVX-512 VNNI conv kernel. ResNet-20 on the AMX Xeon (RESULTS.md issue 5): the 64-channel stage
-    # 13-17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
-    # tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
+    # its symmetric AVX-512 VNNI conv kernel: faster for wide convs, slower at 16 and 32 channels (im2col cost,
+    # half-empty tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
     amx_conv_channels: PositiveInt | Literal["auto"] | None = "auto"
     # Leave convs whose input channels are not a multiple of 4 (a stem on grey or RGB images) in fp32: onnxruntime's
-    # symmetric int8 conv kernel needs a multiple of 4, so it runs them as byte-wise im2col + GEMM, 2.5x slower than
-    # its fp32 conv for ResNet-20's 1-channel stem (28 vs 11 us at batch 1). The fp32 output then enters the NHWC
-    # int8 graph through extra Transposes, so the net gain is small (RESULTS.md issue 5, AMX machine).
+    # symmetric int8 conv kernel needs a multiple of 4, so it runs them as byte-wise im2col + GEMM, slower than its
+    # fp32 conv. The fp32 output then enters the NHWC int8 graph through extra Transposes, so the net gain is small.
     fp32_narrow_convs: bool = False
     # static graphs: "QDQ" (Q/DQ pairs around float ops; onnxruntime fuses them) or "QOperator" (QLinearConv etc.
-    # written out). onnxruntime optimizes both into the same graph here (RESULTS.md issue 5, AMX machine); QOperator
-    # is for runtimes that do not fuse QDQ. The AMX zero-point form applies to QDQ only.
+    # written out). onnxruntime optimizes both into the same graph; QOperator is for runtimes that do not fuse QDQ.
+    # The AMX zero-point form applies to QDQ only.
     quant_format: Literal["QDQ", "QOperator"] = "QDQ"
 
 
@@ -241,7 +239,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, config: Int8Onnx 
         if config.pre_process:
             pre = Path(tmp) / "pre.onnx"
             # in the temporary folder: where symbolic shape inference fails, onnxruntime dumps the partial graph and
-            # its weights (sym_shape_infer_temp.onnx + <uuid>.data, 90 MB for MiniLM) into the working directory
+            # its weights (sym_shape_infer_temp.onnx + <uuid>.data) into the working directory
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), contextlib.chdir(tmp):
                 warnings.simplefilter("ignore")
                 try:

@@ -88,10 +88,10 @@ def interleaved_order(names: list[str], repeats: int, seed: int = 0) -> list[str
     """The timed call sequence: ``repeats`` rounds, each a seeded shuffle of ``names``.
 
     No candidate runs twice in a row, and over the rounds each one follows every other one about
-    equally often. Both matter on a 1 MB L2: a candidate timed right after itself finds its weights
+    equally often. Both matter with a small L2 cache: a candidate timed right after itself finds its weights
     still in cache, one timed after a large fp32 graph does not. A fixed A B C / C B A alternation
     gave the first and last names the back-to-back runs, and a fixed rotation always the same
-    predecessor: either made one of two identical int8 ResNet-20 graphs look 5-15% faster."""
+    predecessor: either made one of two identical graphs look faster."""
     if len(names) <= 2:
         return names * repeats  # A B A B: never repeats, each always follows the other
     rng = random.Random(seed)

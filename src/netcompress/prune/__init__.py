@@ -9,7 +9,7 @@ from .schedules import AGP, GradualPrune, GradualPruning, Iterative, OneShot, Sc
 from .sensitivity import apply_levels_, levels_for_target, sensitivity_analysis
 from .sparse import CSR, RelativeIndex, SparseLinear, load_sparse, load_sparse_into, save_sparse, sparsify_linears_
 from .unstructured import masks_from_scores, prune_unstructured
-from .structured import BlockPruning, ChannelPruning, Latency, MACs, Params, prune_channels  # noqa: F401 (issue 4)
+from .structured import BlockPruning, ChannelPruning, Latency, MACs, Params, prune_channels  # noqa: F401
 
 __all__ = ["AGP", "APoZ", "CSR", "Criterion", "Elementwise", "Global", "GradualPrune", "GradualPruning", "GraSP", "Iterative",
            "Layerwise", "LotteryTicket", "Magnitude", "Mask", "NM", "Neurons", "OBD", "OBS", "OneShot",

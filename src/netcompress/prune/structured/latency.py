@@ -4,7 +4,7 @@ The table times every distinct conv/linear layer alone at a grid of (in, out) ch
 see (norms, activations, pools, adds, framework overhead) is first spread over the activations the layers
 produce, then corrected group by group: the whole model is measured with one group thinned at a time, and
 the gap to the table's prediction becomes that group's correction (a max-pool over a wide early layer costs
-far more per channel than the table's share says: on VGG-small, eager, a quarter of the model's time).
+far more per channel than the table's share says).
 The greedy removes, step by step, the channels whose importance per predicted millisecond saved is lowest;
 under a Latency budget the result is then measured and the target corrected for a few rounds.
 """
@@ -34,8 +34,8 @@ def _levels(n: int, round_to: int) -> list[int]:
 
 def timed(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, standalone: bool = False):
     """What to time for ``module`` on ``runtime``: the module itself (eager), or an onnxruntime session on
-    its ONNX export. ``standalone``: a single layer, exported by the TorchScript exporter (30 ms against
-    the torch.export one's 0.5 s; a lone Conv or Gemm comes out the same)."""
+    its ONNX export. ``standalone``: a single layer, exported by the TorchScript exporter (far quicker than the
+    torch.export one, and a lone Conv or Gemm comes out the same)."""
     if runtime == "eager":
         return module.eval()
     import tempfile

@@ -135,8 +135,7 @@ class ChannelGates(Callback):
     def hold_budget(self) -> None:
         """Shift all logits up by the least common amount that brings the hard MACs back to the target when
         they fall under it. The penalty only pushes down and Adam moves every logit at the same pace, so
-        without this the gates overshoot (8% of the dense MACs for a 50% target on VGG-small after 3
-        epochs); a common shift keeps the order the training learned."""
+        without this the gates overshoot the target by far; a common shift keeps the order the training learned."""
         with torch.no_grad():
             if float(self.expected_macs(hard=True)) >= self.target.fraction:
                 return
