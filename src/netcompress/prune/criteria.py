@@ -235,7 +235,7 @@ class Taylor(Criterion):
 def _batch_grads(model, targets, data, loss_fn, temperature: float = 1.0, **batching):
     """Per batch of ``data`` (in eval mode): its size and the gradients of its loss w.r.t. each target."""
     params = [t.original() for t in targets]
-    with _eval_mode(model), _grads_on(params):
+    with _eval_mode(model, params):
         for x, y in iter_batches(data, **batching):
             grads = torch.autograd.grad(_loss(model, x, y, loss_fn, temperature), params, allow_unused=True)
             yield batch_size_of(x), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
@@ -251,29 +251,20 @@ def _summed_grads(model, targets, data, loss_fn, temperature: float = 1.0, **bat
     return total, n
 
 
-class _grads_on:
-    """Let autograd reach ``params`` (frozen ones too) for the duration, restoring their flags."""
+class _eval_mode:
+    """Score in eval mode (dropout off, BN statistics frozen) with autograd reaching ``params`` (frozen ones
+    too), restoring the caller's mode and flags."""
 
-    def __init__(self, params):
-        self.params, self.flags = params, [p.requires_grad for p in params]
+    def __init__(self, model: nn.Module, params: Sequence[torch.Tensor] = ()):
+        self.model, self.was, self.params = model, model.training, params
+        self.flags = [p.requires_grad for p in params]
 
     def __enter__(self):
+        self.model.eval()
         for p in self.params:
             p.requires_grad_(True)
 
     def __exit__(self, *exc):
+        self.model.train(self.was)
         for p, f in zip(self.params, self.flags):
             p.requires_grad_(f)
-
-
-class _eval_mode:
-    """Score in eval mode (dropout off, BN statistics frozen), restoring the caller's mode."""
-
-    def __init__(self, model: nn.Module):
-        self.model, self.was = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.train(self.was)

@@ -146,6 +146,6 @@ def test_recalibrate_bn_after_removal(digits28):
     nc.train.recalibrate_bn(plain, digits28.train, n=256)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), plain.state_dict().values()))
     untouched = resnet()
-    with pytest.raises(ConfigError, match=r"recalibrate_bn=8 needs data="):
+    with pytest.raises(ConfigError, match=r"ChannelPruning.recalibrate_bn needs data"):
         nc.prune_(untouched, ChannelPruning(ratio=0.5, recalibrate_bn=8), example_inputs=X)
     assert untouched.conv1.out_channels == 16

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.data import check_data
 from ...core.errors import ConfigError, DataError
 from ...core.select import candidates, select_layers
 from ...graph import ChannelGraph, PrunePlan, handled_types
@@ -60,16 +61,14 @@ def example_from(data, example_inputs):
                     "torch.randn(2, 1, 28, 28)) or data= (a dataset whose items are (input, target))")
 
 
-def check_recalibration(config, data) -> None:
-    if config.recalibrate_bn and data is None:
-        raise ConfigError(f"{type(config).__name__}.recalibrate_bn={config.recalibrate_bn} needs data= to re-estimate "
-                          "the BatchNorm statistics on (e.g. data=splits.train); or set it to 0")
-
-
-def recalibrate(model: nn.Module, config, data) -> None:
-    """Re-estimate the BatchNorm statistics after a removal, when ``config.recalibrate_bn`` asks for it."""
+def recalibrate(model: nn.Module, config, data, check: bool = False) -> None:
+    """Re-estimate the BatchNorm statistics after a removal, when ``config.recalibrate_bn`` asks for it
+    (``check``: only fail now, before anything changes, if there is no data to do it on)."""
     if config.recalibrate_bn:
-        recalibrate_bn(model, data, config.recalibrate_bn)
+        if check:
+            check_data(data, f"{type(config).__name__}.recalibrate_bn", need_labels=False)
+        else:
+            recalibrate_bn(model, data, config.recalibrate_bn)
 
 
 def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None, data=None, loss_fn=None,
@@ -89,7 +88,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
         raise ConfigError(f"prune_channels takes a ChannelPruning config, got {type(config).__name__}")
     importance = config.importance or L1()
     importance.check(data)
-    check_recalibration(config, data)
+    recalibrate(model, config, data, check=True)
     x = example_from(data, example_inputs)
     # layers of a type with no graph handler are skipped (with a warning) and their channels locked
     supported = handled_types()

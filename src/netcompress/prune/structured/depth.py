@@ -21,7 +21,7 @@ from ...core.select import Skip
 from ...graph import ChannelGraph, PrunePlan
 from ...graph.trace import shape_of, trace
 from ..api import PRUNE
-from .channels import PruneResult, check_recalibration, example_from, recalibrate, report_plan
+from .channels import PruneResult, example_from, recalibrate, report_plan
 from .config import BlockPruning, LatencyAware, MACs
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     """
     if not isinstance(config, BlockPruning):
         raise ConfigError(f"prune_blocks takes a BlockPruning config, got {type(config).__name__}")
-    check_recalibration(config, data)
+    recalibrate(model, config, data, check=True)
     x = example_from(data, example_inputs)
     blocks = find_blocks(model, x)
     graph = ChannelGraph(model, x)
