@@ -12,9 +12,7 @@ baseline added to the cross-entropy (``netcompress.distill``; the teacher's logi
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import math
 import logging
 import tempfile
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, markdown_table, parser, start, subset, trained_baseline, write_json
 from benchmarks.prune_finetune import pruning_callbacks
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.export import compression_table, load_compressed, save_compressed
@@ -99,7 +97,6 @@ def _agp_prune(model, splits, plan, teacher) -> None:
 def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 0.0,
         plan: dict | None = None) -> tuple[list[dict], list[dict]]:
     plan = plan or PLANS[name]
-    torch.set_num_threads(1)
     model, base_metrics = trained_baseline(name, splits, **overrides)
     teacher = (copy.deepcopy(model), KD(temperature=kd, alpha=0.9, beta=0.1), TeacherCache()) if kd else None
     base_acc = base_metrics["accuracy"]
@@ -153,11 +150,8 @@ def run(name: str, splits, quick: bool, tmp: Path, overrides: dict, kd: float = 
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__, quick=False, n_train=None, tag="")  # --n-train: the first N training images, baseline too
     ap.add_argument("--model", choices=tuple(PLANS), action="append")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--n-train", type=int, default=None,
-                    help="baseline and fine-tuning on the first N training images (reduced budget, loaded machine)")
     ap.add_argument("--baseline-epochs", type=int, default=None)
     ap.add_argument("--kd", type=float, default=0.0, metavar="T",
                     help="KD temperature: fine-tune every stage with KD from the dense baseline (0 = off)")
@@ -169,13 +163,8 @@ def main():
     ap.add_argument("--agp", type=int, nargs=2, metavar=("AGP_EPOCHS", "FT_EPOCHS"),
                     help="prune gradually inside training (per-layer AGP to the plan levels, as prune_finetune) "
                          "instead of the prune/fine-tune steps")
-    ap.add_argument("--tag", default="", help="suffix of the JSON output name")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    splits = dataset()
-    if args.n_train:
-        x, y = splits.train.tensors
-        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    args = start(ap)
+    splits = subset(dataset(), args.n_train, seed=None)
     overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     stages, tables = [], []
     plans = {name: with_overrides(PLANS[name], args) for name in args.model or list(PLANS)}

@@ -14,13 +14,12 @@ Writes benchmarks/out/distill_cnn*.json after every run.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
 import torch
 
-from benchmarks.common import BASELINE_SCHEDULES, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import BASELINE_SCHEDULES, machine, markdown_table, parser, trained_baseline, write_json
 from benchmarks.distill_common import cached_teacher, resnet56_teacher, run, setup, subset
 from netcompress.distill import FSP, KD, AttentionTransfer, Distiller, Hint, TeacherCache, train_hints
 from netcompress.models import create_model
@@ -74,7 +73,7 @@ def student_config(student: str, epochs: int, seed: int = 0) -> TrainConfig:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--teacher", choices=["continued", "baseline", "subset"], default="continued",
                     help="continued: the 6-epoch baseline trained 8 epochs more (default); baseline: 6 epochs only")
     ap.add_argument("--seed", type=int, default=0, help="student initialisation and data order")
@@ -88,8 +87,7 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=None, help="seeded test subset (default: the full test split)")
     ap.add_argument("--students", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--methods", nargs="+", default=None, help="only these methods (default: all)")
-    args = ap.parse_args(argv)
-    splits, kw = setup()
+    args, splits, kw = setup(ap, argv)
     test = splits.test if args.test is None else subset(splits.test, args.test)
     train = subset(splits.train, args.student_train, seed=1) if args.student_train else splits.train
     name = "distill_cnn" if args.students == list(METHODS) else "distill_cnn_" + "_".join(args.students)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
-from benchmarks.common import CACHE_DIR, _key, dataset
+from benchmarks.common import CACHE_DIR, _key, dataset, start, take
 from netcompress.core.io import load_weights_into, save_weights
 from netcompress.train import TrainConfig, Trainer, evaluate
 
@@ -37,22 +37,16 @@ class Jitter(Dataset):
         return img[:, p + dy:p + dy + h, p + dx:p + dx + w], self.y[i]
 
 
-def setup():
-    """Shared start of the distillation benchmarks: INFO logging, 1 thread, the data and model kwargs."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(1)
+def setup(p, argv=None):
+    """Shared start of the distillation benchmarks: the command line (INFO logging, 1 thread), the data and the
+    zoo's model kwargs for it."""
+    args = start(p, argv, level=logging.INFO)
     splits = dataset()
     c, h, _ = splits.input_shape
-    return splits, dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
+    return args, splits, dict(in_channels=c, input_size=h, num_classes=splits.num_classes)
 
 
-def subset(ds: TensorDataset, n: int, seed: int = 0) -> TensorDataset:
-    """A seeded random subset of ``n`` samples (the whole set when n >= len)."""
-    x, y = ds.tensors
-    if n >= len(x):
-        return ds
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
-    return TensorDataset(x[idx], y[idx])
+subset = take  # a seeded random subset of n samples (the whole set when n >= len)
 
 
 def cached_teacher(tag: str, build, train_data, config: TrainConfig, payload: dict, val_data=None):

@@ -10,12 +10,11 @@ every run, so a stopped run keeps its rows).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 import torch
 
-from benchmarks.common import OUT_DIR, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import OUT_DIR, machine, markdown_table, parser, trained_baseline, write_json
 from benchmarks.distill_common import setup, Jitter, cached_teacher, run, subset
 from netcompress.core.errors import NetcompressError
 from netcompress.distill import KD, Distiller, TeacherCache
@@ -56,7 +55,7 @@ def plot(rows, alone, path, teacher="MLP 1200-1200"):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--epochs", type=int, default=10, help="epochs of every student run")
     ap.add_argument("--teacher-epochs", type=int, default=20)
     ap.add_argument("--teacher-dropout", type=float, default=0.3,
@@ -77,8 +76,7 @@ def main(argv=None):
                     help="diagnostics: mlp_800_800 = an unregularised 800-800 teacher; resnet20 = the full-data "
                          "ResNet-20 baseline (does a teacher far ahead of the students make KD pay?)")
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
-    args = ap.parse_args(argv)
-    splits, kw = setup()
+    args, splits, kw = setup(ap, argv)
 
     tcfg = TrainConfig(epochs=args.teacher_epochs, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                        scheduler="cosine", seed=0, progress=False)

@@ -13,40 +13,19 @@ update), the common starting point of both fine-tunes. Writes benchmarks/out/dis
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import time
 
 import torch
-from torch import nn
 
-from benchmarks.common import machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import machine, markdown_table, parser, trained_baseline, write_json
 from benchmarks.distill_common import resnet56_teacher, run, setup, subset
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.measure import count_params
 from netcompress.prune import Global, Magnitude, Unstructured, prune_, sparsity
 from netcompress.prune.structured import L1, ChannelPruning, MACs, prune_channels
-from netcompress.train import TrainConfig, evaluate
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, data, n: int = 2048, batch_size: int = 256) -> None:
-    """Re-estimate BatchNorm running statistics on ``n`` training images (no weight changes). Removing
-    channels or weights shifts every later layer's activations, so the stored statistics no longer fit:
-    the structured-pruned ResNet-20 (MACs / 2) scored chance (10.11%) before, 71.66% after."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    x = data.tensors[0][:n]
-    for i in range(0, len(x), batch_size):
-        model(x[i:i + batch_size])
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    model.eval()
+from netcompress.train import TrainConfig, evaluate, recalibrate_bn
 
 
 def pruned_copy(dense, kind: str, x: torch.Tensor, amount: float):
@@ -60,7 +39,7 @@ def pruned_copy(dense, kind: str, x: torch.Tensor, amount: float):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--kinds", nargs="+", default=["structured"], choices=["structured", "unstructured"])
     ap.add_argument("--macs", type=float, default=0.5, help="structured: fraction of MACs kept")
     ap.add_argument("--sparsity", type=float, default=0.75, help="unstructured: fraction of weights removed")
@@ -72,8 +51,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="fine-tuning data order (the pruned model is the same)")
     ap.add_argument("--student-train", type=int, default=None, help="seeded training subset (default: all)")
     ap.add_argument("--test", type=int, default=None, help="seeded test subset (default: the full test split)")
-    args = ap.parse_args(argv)
-    splits, kw = setup()
+    args, splits, kw = setup(ap, argv)
     test = splits.test if args.test is None else subset(splits.test, args.test)
     train = splits.train if args.student_train is None else subset(splits.train, args.student_train, seed=1)
     x = train.tensors[0][:8]

@@ -7,31 +7,24 @@ the dynamic model against the dense one (1 thread, interleaved medians over the 
 """
 from __future__ import annotations
 
-import argparse
-import logging
-
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, machine, markdown_table, parser, start, trained_baseline, write_json
 from netcompress.dynamic import EarlyExitNet, ExitLoss, MaxProb, exit_macs, exit_policy_table, freeze_backbone_
-from netcompress.measure.latency import compare_latency, set_threads
+from netcompress.measure.latency import compare_latency
 from netcompress.train import TrainConfig, Trainer
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    p = argparse.ArgumentParser(description=__doc__)
+    p = parser(__doc__, epochs=2, repeats=7)
     p.add_argument("--model", default="resnet20")
     p.add_argument("--points", nargs="+", default=["layer1", "layer2"])
     p.add_argument("--head-width", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--latency-images", type=int, default=300)
     p.add_argument("--latency-thresholds", type=float, nargs="+", default=[0.9, 0.99])
-    p.add_argument("--repeats", type=int, default=7)
-    a = p.parse_args()
-    set_threads(1)
+    a = start(p)
     splits = dataset()
     dense, base = trained_baseline(a.model, splits)
     dense.eval()

@@ -8,34 +8,25 @@ baseline to it and summarises the run directory against the claim's targets:
         --weights benchmarks/out/resnet20-dense.safetensors
     python -m benchmarks.issue7_pipeline summary benchmarks/out/issue7-run
 
-``baseline`` writes trained_baseline("resnet20") (the full 55k-image, 6-epoch schedule, cached by config
-hash) as a plain weights file; it refuses to train one unless ``--train`` is given.
+``baseline`` writes trained_baseline("resnet20") (the shared dense baseline of every benchmark) as a plain
+weights file.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
-from benchmarks.common import BASELINE_SCHEDULES, CACHE_DIR, _key, dataset, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, machine, markdown_table, parser, trained_baseline, write_json
 from netcompress.core.io import save_weights
 
 TARGETS = {"accuracy_drop_points": "<= 1", "speedup_same_runtime_onnx_x": ">= 3 at b1 and b32", "size_x": ">= 10"}
 
 
-def export_baseline(out: str, train: bool) -> None:
-    splits = dataset("fashion_mnist")
-    c, h, _ = splits.input_shape
-    payload = {"model": "resnet20", "data": splits.name, "n_train": len(splits.train), "seed": 0,
-               "schedule": BASELINE_SCHEDULES["resnet20"],
-               "model_kwargs": {"in_channels": c, "input_size": h, "num_classes": splits.num_classes}, "v": 1}
-    cached = CACHE_DIR / "baselines" / f"resnet20-{_key(payload)}.safetensors"  # trained_baseline's file
-    if not train and not cached.is_file():
-        raise SystemExit(f"{cached} is not there yet; pass --train to train it here (~9 min on one core)")
-    model, test = trained_baseline("resnet20", splits)
+def export_baseline(out: str) -> None:
+    model, test = trained_baseline("resnet20", dataset())
     path = save_weights(model, out, force=True)
-    print(f"dense ResNet-20 (trained_baseline, {len(splits.train)} training images): test {test} -> {path}")
+    print(f"dense ResNet-20 (trained_baseline): test {test} -> {path}")
 
 
 def summary(run: str) -> dict:
@@ -69,16 +60,15 @@ def summary(run: str) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("baseline", help="write the shared dense ResNet-20 as a weights file")
     p.add_argument("out")
-    p.add_argument("--train", action="store_true", help="train it if it is not cached")
     p = sub.add_parser("summary", help="the claim's figures from a finished run directory")
     p.add_argument("run")
     args = ap.parse_args(argv)
     if args.cmd == "baseline":
-        export_baseline(args.out, args.train)
+        export_baseline(args.out)
     else:
         summary(args.run)
 

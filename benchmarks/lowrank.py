@@ -9,16 +9,14 @@ measured speed-ups (torch eager and onnxruntime, batch 32 and 1, 1 thread, inter
 from __future__ import annotations
 
 import copy
-import logging
 import time
 
 import torch
 
-from benchmarks._structured import args, costs, fine_tune, latency_rows, subset
-from benchmarks.common import machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import (costs, dataset, fine_tune, latency_rows, machine, markdown_table, parser, start, subset,
+                               trained_baseline, write_json)
 from netcompress.arch import DepthwiseSeparable
 from netcompress.lowrank import SVD, Tucker2, decompose_
-from netcompress.measure.latency import set_threads
 from netcompress.train import evaluate
 
 METHODS = {
@@ -35,10 +33,10 @@ METHODS = {
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    a = args(__doc__, default_models=("lenet5", "vgg_small"), methods=tuple(METHODS))
-    set_threads(a.threads)
-    splits = subset(a.n_train, a.n_test)
+    p = parser(__doc__, models=["lenet5", "vgg_small"], methods=list(METHODS), n_train=6000, n_test=0, ft_epochs=3,
+               repeats=20, threads=1)
+    a = start(p)
+    splits = subset(dataset(), a.n_train, a.n_test)
     x1 = torch.zeros(1, *splits.input_shape)
     rows, record = [], {"machine": machine(), "args": vars(a), "models": {}}
     for name in a.models:

@@ -14,7 +14,6 @@ them). Every ONNX file is from the same fp32 export (minilm.export_onnx).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import os
@@ -26,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import markdown_table, write_json
+from benchmarks.common import markdown_table, parser, start, write_json
 from benchmarks.quant_int8_speed import _default_session, _ort_own_dynamic
 from netcompress.data.text import lee50, pang_lee_polarity
 from netcompress.export import Int8Onnx, ort_session, quantize_onnx
-from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
+from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios
 from netcompress.models.minilm import embed, export_onnx, load_minilm, load_tokenizer, model_dir, tokenize
 from netcompress.quantize import Float16, quantize_
 
@@ -82,12 +81,9 @@ def speed(cands: dict, docs: list[str], tok, batches, repeats: dict) -> list[dic
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=100, help="timed calls per candidate at batch 1")
+    ap = parser(__doc__, repeats=100)
     ap.add_argument("--repeats-b32", type=int, default=20, help="timed calls per candidate at batch 32")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    set_threads(1)
+    args = start(ap)
     load, t0 = os.getloadavg(), time.time()
     enc, tok = load_minilm(), load_tokenizer()
     sentences, labels = pang_lee_polarity()

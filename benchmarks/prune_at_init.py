@@ -9,25 +9,20 @@ SGD momentum 0.9, lr 0.05 cosine).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, write_json
-from netcompress.measure import set_threads
+from benchmarks.common import dataset, machine, markdown_table, parser, start, write_json
 from netcompress.models import create_model
 from netcompress.prune import SNIP, Global, GraSP, Random, Unstructured, prune_, sparsity
 from netcompress.train import TrainConfig, Trainer, evaluate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap = parser(__doc__, epochs=5, seeds=[0, 1, 2])
     ap.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.98])
-    args = ap.parse_args()
-    set_threads(1)
+    args = start(ap)
     splits = dataset("fashion_mnist")
     calib = (splits.train.tensors[0][:1024], splits.train.tensors[1][:1024])
     runs = []

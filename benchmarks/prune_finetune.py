@@ -18,9 +18,7 @@ the mean and spread.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -28,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, machine, markdown_table, parser, start, subset, trained_baseline, write_json
 from netcompress.core.io import save_weights
 from netcompress.distill import KD, Distiller, TeacherCache
-from netcompress.measure import count_nonzero, count_params, file_bytes, set_threads
+from netcompress.measure import count_nonzero, count_params, file_bytes
 from netcompress.prune import (AGP, CSR, GradualPruning, Global, Layerwise, Magnitude, RelativeIndex, Unstructured,
                                bake_, levels_for_target, masked_targets, save_sparse, sensitivity_analysis)
 from netcompress.train import TrainConfig, Trainer, evaluate
@@ -112,8 +110,7 @@ def summary(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=list(BUDGET))
+    ap = parser(__doc__, models=list(BUDGET), seeds=[0], n_train=None, tag="")
     ap.add_argument("--final", type=float, default=0.96)
     ap.add_argument("--budget", type=float, nargs=3, metavar=("AGP_EPOCHS", "FT_EPOCHS", "LR"),
                     help="override the per-model schedule")
@@ -121,13 +118,8 @@ def main() -> None:
                     help="global magnitude ranking, or per-layer levels from a validation sensitivity sweep")
     ap.add_argument("--kd", type=float, default=0.0, metavar="T",
                     help="KD temperature: distil from the dense baseline while pruning and fine-tuning (0 = off)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="data-order seeds of the pruning run")
-    ap.add_argument("--n-train", type=int, default=None,
-                    help="prune/fine-tune on the first N training images only (a smoke test; baseline unchanged)")
-    ap.add_argument("--tag", default="", help="suffix of the JSON output name")
-    args = ap.parse_args()
+    args = start(ap)  # --n-train: prune/fine-tune on the first N training images (the baseline is the full-data one)
     budget = (int(args.budget[0]), int(args.budget[1]), args.budget[2]) if args.budget else None
-    set_threads(1)
     torch.manual_seed(0)
     splits = dataset("fashion_mnist")
     rows, summaries, chosen = [], [], {}
@@ -135,11 +127,7 @@ def main() -> None:
         baseline = trained_baseline(name, splits)  # the full-data baseline, whatever --n-train says
         levels = layer_levels(baseline[0], splits, args.final) if args.levels == "sensitivity" else None
         chosen[name] = levels
-        data = splits
-        if args.n_train:
-            x, y = splits.train.tensors
-            data = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train],
-                                                                                   y[:args.n_train]))
+        data = subset(splits, args.n_train, seed=None)
         cache = TeacherCache() if args.kd else None
         per_model = []
         for seed in args.seeds:

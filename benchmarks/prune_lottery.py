@@ -9,25 +9,20 @@ epochs of SGD momentum 0.9, lr 0.05 cosine.
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, write_json
-from netcompress.measure import set_threads
+from benchmarks.common import dataset, machine, markdown_table, parser, start, write_json
 from netcompress.models import create_model
 from netcompress.prune import LotteryTicket, find_ticket, random_reinit, sparsity
 from netcompress.train import TrainConfig, Trainer, evaluate
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=6)
+    ap = parser(__doc__, epochs=6)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--final", type=float, default=0.9)
     ap.add_argument("--rewind", type=int, nargs="+", default=[0])
-    args = ap.parse_args()
-    set_threads(1)
+    args = start(ap)
     splits = dataset("fashion_mnist")
     cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                       scheduler="cosine", seed=0, progress=False)

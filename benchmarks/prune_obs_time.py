@@ -8,24 +8,22 @@ recomputation-step counts and both inverse builders (Cholesky of the accumulated
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import time
 
-from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
-from netcompress.measure import accuracy, set_threads
+from benchmarks.common import dataset, machine, markdown_table, parser, start, trained_baseline, write_json
+from netcompress.measure import accuracy
 from netcompress.prune import OBS, Global, Unstructured, prune_
 
 SETTINGS = [dict(steps=1), dict(steps=4), dict(steps=8), dict(steps=4, woodbury=True)]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--only-steps", type=int, help="time only the Cholesky setting with this many steps")
-    args = ap.parse_args()
+    args = start(ap)
     settings = [dict(steps=args.only_steps)] if args.only_steps else SETTINGS
-    set_threads(1)
     splits = dataset("fashion_mnist")
     base, _ = trained_baseline("lenet_300_100", splits)
     calib = (splits.train.tensors[0][:1024], splits.train.tensors[1][:1024])

@@ -9,14 +9,13 @@ cached by config hash). OBS: block 64, relative damping 1e-3, 1024 Fisher sample
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
 import torch
 
-from benchmarks.common import dataset, machine, markdown_table, trained_baseline, write_json
-from netcompress.measure import count_nonzero, count_params, set_threads
+from benchmarks.common import dataset, machine, markdown_table, parser, start, trained_baseline, write_json
+from netcompress.measure import count_nonzero, count_params
 from netcompress.prune import OBD, OBS, Global, Magnitude, Unstructured, prune_, sparsity
 from netcompress.train import TrainConfig, Trainer, evaluate
 
@@ -30,15 +29,14 @@ def criteria(args):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--samples", type=int, default=1024)
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--damping", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--levels", type=float, nargs="+", default=[0.9, 0.95, 0.98])
     ap.add_argument("--no-finetune", action="store_true")
-    args = ap.parse_args()
-    set_threads(1)
+    args = start(ap)
     splits = dataset("fashion_mnist")
     base, base_metrics = trained_baseline("lenet_300_100", splits)
     calib = (splits.train.tensors[0][:args.samples], splits.train.tensors[1][:args.samples])

@@ -7,11 +7,10 @@ per-layer levels ``levels_for_target`` picks for a global target, with the accur
 """
 from __future__ import annotations
 
-import argparse
 import copy
 
-from benchmarks.common import OUT_DIR, dataset, machine, markdown_table, trained_baseline, write_json
-from netcompress.measure import accuracy, set_threads
+from benchmarks.common import OUT_DIR, dataset, machine, markdown_table, parser, start, trained_baseline, write_json
+from netcompress.measure import accuracy
 from netcompress.prune import (Unstructured, apply_levels_, levels_for_target, prune_, select, sensitivity_analysis,
                                sparsity)
 from netcompress.prune.sensitivity import plot, write_csv
@@ -20,11 +19,10 @@ LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__)
     ap.add_argument("--model", default="lenet_300_100")
     ap.add_argument("--target", type=float, default=0.9)
-    args = ap.parse_args()
-    set_threads(1)
+    args = start(ap)
     splits = dataset("fashion_mnist")
     base, base_metrics = trained_baseline(args.model, splits)
     rows = sensitivity_analysis(base, splits.test, levels=LEVELS)

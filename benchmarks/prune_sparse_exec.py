@@ -8,14 +8,13 @@ times the whole LeNet-300-100 at 95% global sparsity, dense vs its sparse-execut
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 import torch
 from torch import nn
 
-from benchmarks.common import machine, markdown_table, write_json
-from netcompress.measure import compare_latency, ratios, set_threads
+from benchmarks.common import machine, markdown_table, parser, start, write_json
+from netcompress.measure import compare_latency, ratios
 from netcompress.models import create_model
 from netcompress.prune import Global, Unstructured, bake_, prune_
 from netcompress.prune.sparse import SparseLinear, sparsify_linears_
@@ -33,10 +32,7 @@ def _break_even(points: list[tuple[float, float]]) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=60)
-    args = ap.parse_args()
-    set_threads(1)
+    args = start(parser(__doc__, repeats=60))
     torch.manual_seed(0)
     rows, summary = [], []
     for out_f, in_f in SHAPES:

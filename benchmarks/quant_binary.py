@@ -6,26 +6,15 @@ fine-tune of the same baseline (so the gap is the cost of the weight format, not
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import logging
 import time
 
-import torch
-
-from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
-from netcompress.quantize import TTQ, TWN, Binary, PerChannel, Pow2, Ternary, clip_shadow_weights_, quantize_
-from netcompress.train import Callback, TrainConfig, Trainer, evaluate
+from benchmarks.common import dataset, markdown_table, parser, start, subset, trained_baseline, write_json
+from netcompress.quantize import TTQ, TWN, Binary, ClipShadow, PerChannel, Pow2, Ternary, quantize_
+from netcompress.train import TrainConfig, Trainer, evaluate
 
 log = logging.getLogger("bench")
-
-
-class ClipShadow(Callback):
-    """BinaryConnect: clip the real-valued weights to [-H, H] after every update."""
-
-    def on_step_end(self, trainer, *args, **kwargs):
-        clip_shadow_weights_(trainer.model)
 
 
 def _fit(model, splits, epochs, lr, callbacks=()):
@@ -35,21 +24,14 @@ def _fit(model, splits, epochs, lr, callbacks=()):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=4)
+    ap = parser(__doc__, epochs=4, n_train=None)  # --n-train: the first N training images (a reduced budget)
     ap.add_argument("--model", action="append", choices=("lenet_300_100", "lenet5"))
     ap.add_argument("--only", action="append", default=None,
                     help="run only variants whose label starts with this (repeatable), e.g. TWN, BinaryConnect")
     ap.add_argument("--no-inq", action="store_true")
-    ap.add_argument("--n-train", type=int, default=None, help="first N training images (reduced budget)")
     ap.add_argument("--baseline-epochs", type=int, default=None)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)
-    splits = dataset()
-    if args.n_train:
-        x, y = splits.train.tensors
-        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    args = start(ap)
+    splits = subset(dataset(), args.n_train, seed=None)
     overrides = {"epochs": args.baseline_epochs} if args.baseline_epochs else {}
     rows = []
     for name in args.model or ("lenet_300_100", "lenet5"):

@@ -10,10 +10,8 @@ compare_latency's current seeded random rounds. Three sessions of one file give 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
-import logging
 import os
 import statistics
 import tempfile
@@ -23,10 +21,10 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from benchmarks.common import dataset, write_json
+from benchmarks.common import dataset, parser, start, write_json
 from benchmarks.quant_int8_speed import _gap_graph, _ort_own_static, calibration_batches, shape_only_resnet20
 from netcompress.export import ORT_DISABLED_OPTIMIZERS, Int8Onnx, quantize_onnx, to_onnx
-from netcompress.measure import compare_latency, ort_callable, set_threads
+from netcompress.measure import compare_latency, ort_callable
 from netcompress.quantize import Percentile
 
 
@@ -84,11 +82,8 @@ def _old_alternation(cands: dict, x, repeats: int) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=300)
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    set_threads(1)
+    ap = parser(__doc__, repeats=300)
+    args = start(ap)
     splits = dataset()
     model = shape_only_resnet20(splits)  # only the structure matters here
     calib = calibration_batches(splits)

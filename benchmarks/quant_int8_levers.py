@@ -11,7 +11,6 @@ per op type, and per conv stage), interleaved medians (warm, 1 thread) and test 
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import logging
 import os
@@ -23,11 +22,11 @@ import numpy as np
 import onnx
 import torch
 
-from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, markdown_table, parser, start, trained_baseline, write_json
 from benchmarks.quant_int8_graphs import _profile, _session
 from benchmarks.quant_int8_speed import _gap_graph, calibration_batches
 from netcompress.export import Int8Onnx, quantize_onnx, to_onnx
-from netcompress.measure import compare_latency, ort_callable, ratios, set_threads
+from netcompress.measure import compare_latency, ort_callable, ratios
 from netcompress.quantize import Percentile
 
 log = logging.getLogger("bench")
@@ -63,11 +62,8 @@ LEVERS = {
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=300, help="timed repeats at batch 1 (batch 32: a tenth)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    set_threads(1)
+    ap = parser(__doc__, repeats=300)
+    args = start(ap)
     load, t0 = os.getloadavg(), time.time()
     splits = dataset()
     model, metrics = trained_baseline("resnet20", splits)

@@ -12,7 +12,6 @@ quantize_dynamic (x86 and onednn engines) and bf16.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
 import logging
@@ -25,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import dataset, markdown_table, trained_baseline, write_json
+from benchmarks.common import dataset, markdown_table, parser, start, trained_baseline, write_json
 from benchmarks.minilm_shape import MiniLMShape
 from netcompress.export import Int8Onnx, ort_session, quantize_onnx, to_onnx
-from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios, set_threads
+from netcompress.measure import compare_latency, file_bytes, ort_callable, ratios
 from netcompress.models import create_model
 from netcompress.quantize import Float16, Percentile, quantize_
 
@@ -222,15 +221,12 @@ def minilm(tmp: Path, batches=(1, 32), repeats=20, seq=128, repeats_b32=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap = parser(__doc__, quick=False)
     ap.add_argument("--only", choices=("resnet", "minilm"), default=None)
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per candidate (overrides --quick)")
     ap.add_argument("--repeats-b32", type=int, default=None, help="MiniLM batch-32 repeats (it is slow)")
     ap.add_argument("--random-weights", action="store_true", help="ResNet-20 with random weights (no baseline)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    set_threads(1)
+    args = start(ap)
     load = os.getloadavg()
     t0 = time.time()
     rows = []

@@ -9,9 +9,7 @@ mixed precision under a 4-bit average budget.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import dataclasses
 import logging
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import OUT_DIR, dataset, markdown_table, trained_baseline, write_json
+from benchmarks.common import OUT_DIR, dataset, markdown_table, parser, start, subset, trained_baseline, write_json
 from netcompress.core.errors import NetcompressError
 from netcompress.export import Int8Onnx, ort_session, quantize_onnx, to_onnx
 from netcompress.quantize import (MSE, PTQ, QAT, FreezeBN, MinMax, MixedPrecision, PerChannel, Percentile,
@@ -46,22 +44,14 @@ def _torch_predict(model, data, batch=256) -> np.ndarray:
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--n-train", type=int, default=None,
-                    help="train the baseline on the first N training images (reduced budget on a loaded machine)")
+    ap = parser(__doc__, quick=False, n_train=None)  # --n-train: the baseline on the first N training images
     ap.add_argument("--epochs", type=int, default=None, help="baseline epochs (default: the shared schedule)")
     ap.add_argument("--qat-n-train", type=int, default=None, help="QAT on the first N training images (default all)")
     ap.add_argument("--qat-lr", type=float, default=0.002,
                     help="QAT learning rate (0.01 diverged on the full-data baseline)")
     ap.add_argument("--qat-epochs", type=int, default=None, help="QAT epochs (default 2, 1 with --quick/--n-train)")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(1)
-    splits = dataset()
-    if args.n_train:
-        x, y = splits.train.tensors
-        splits = dataclasses.replace(splits, train=torch.utils.data.TensorDataset(x[:args.n_train], y[:args.n_train]))
+    args = start(ap)
+    splits = subset(dataset(), args.n_train, seed=None)
     overrides = {"epochs": args.epochs} if args.epochs else {}
     base, metrics = trained_baseline("resnet20", splits, **overrides)
     base.eval()

@@ -10,21 +10,21 @@ import time
 
 import torch
 
-from benchmarks._structured import args, baseline, costs, fine_tune, latency_rows, subset
-from benchmarks.common import machine, markdown_table, write_json
+from benchmarks.common import (costs, dataset, fine_tune, latency_rows, machine, markdown_table, parser, start, subset,
+                               trained_baseline, write_json)
 from netcompress.prune.structured import L2, ChannelPruning, Latency, prune_channels
 
 
 def main():
-    a = args(__doc__)
-    torch.set_num_threads(a.threads)
-    splits = subset(a.n_train, a.n_test)
+    a = start(parser(__doc__, models=["resnet56", "vgg_small"], n_train=6000, n_test=0, ft_epochs=3, repeats=20,
+                     threads=1))
+    splits = subset(dataset(), a.n_train, a.n_test)
     shape = splits.input_shape
     x1 = torch.randn(1, *shape)
     rows, payload = [], {"args": vars(a), "models": {}}
     for name in a.models:
         t0 = time.time()
-        dense, dense_test = baseline(name, splits)
+        dense, dense_test = trained_baseline(name, splits)
         dense.eval()
         pruned = copy.deepcopy(dense)
         r = prune_channels(pruned, ChannelPruning(budget=Latency(2.0, batch_size=32, threads=a.threads, rounds=4,

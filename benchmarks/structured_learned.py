@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from benchmarks._structured import FT, args, baseline, costs, fine_tune, subset
-from benchmarks.common import BASELINE_SCHEDULES, machine, markdown_table, write_json
+from benchmarks.common import (BASELINE_SCHEDULES, FT, costs, dataset, fine_tune, machine, markdown_table, parser, start,
+                               subset, trained_baseline, write_json)
 from netcompress.models import create_model
 from netcompress.graph import PrunePlan
 from netcompress.prune.structured import BNScale, ChannelPruning, Global, MACs, prune_channels
@@ -21,15 +21,16 @@ from netcompress.train import TrainConfig, Trainer, evaluate
 
 
 def main():
-    a = args(__doc__, default_models=("vgg_small",), methods=("slimming", "gates"))
-    torch.set_num_threads(a.threads)
-    splits = subset(a.n_train, a.n_test)
+    p = parser(__doc__, models=["vgg_small"], methods=["slimming", "gates"], n_train=6000, n_test=0, ft_epochs=3,
+               threads=1)
+    a = start(p)
+    splits = subset(dataset(), a.n_train, a.n_test)
     shape = splits.input_shape
     x1, x2 = torch.randn(1, *shape), torch.randn(2, *shape)
     rows, payload = [], {"args": vars(a), "models": {}}
     for name in a.models:
         t0 = time.time()
-        dense, dense_test = baseline(name, splits)
+        dense, dense_test = trained_baseline(name, splits)
         dense_macs = costs(dense, x1)["macs"]
         base_epochs = BASELINE_SCHEDULES[name]["epochs"]
         entry = {}

@@ -14,7 +14,7 @@ Torch-Pruning 1.6.1 (``BasePruner``, group L2 magnitude, uniform ratio) is bisec
 (``round_to=1`` so it can land there); its ``round_to=16`` setting at the nearest MACs at or below ours, and our
 old uniform L2 channel pruning at MACs(0.5), are timed beside (one-shot accuracy only, no fine-tune).
 
-    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd] [--seeds 3] [--refine]
+    python -m benchmarks.structured_prune --models resnet56 vgg_small --n-train 0 --ft-epochs 3 [--kd] [--seeds 0 1 2] [--refine]
 
 ``--kd`` adds, for ours and Torch-Pruning alike, the same fine-tune with KD from the dense model as the loss
 (``KD(T=4, alpha=0.9, beta=0.1)``, the teacher's logits cached once): distillation is part of our pipeline, and
@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from benchmarks._structured import args, baseline, costs, fine_tune, latency_rows, subset
-from benchmarks.common import machine, markdown_table, write_json
+from benchmarks.common import (costs, dataset, fine_tune, latency_rows, machine, markdown_table, parser, start, subset,
+                               trained_baseline, write_json)
 from netcompress.distill import KD, Distiller, TeacherCache
 from netcompress.prune.structured import (L2, BlockPruning, ChannelPruning, LatencyAware, MACs, prune_blocks,
                                           prune_channels)
@@ -80,17 +80,19 @@ def torch_pruning(model, x, target_macs: float, round_to):
 
 
 def main():
-    a = args(__doc__, flags={"--kd": "also fine-tune ours and Torch-Pruning's with KD from the dense model",
-                             "--refine": "channel pruning: LatencyAware(refine=True), steps traded between layers"},
-             seeds=True)
-    torch.set_num_threads(a.threads)
-    splits = subset(a.n_train, a.n_test)
+    p = parser(__doc__, models=["resnet56", "vgg_small"], n_train=6000, n_test=0, ft_epochs=3, seeds=[0], repeats=20,
+               threads=1)
+    p.add_argument("--kd", action="store_true", help="also fine-tune ours and Torch-Pruning's with KD from the dense model")
+    p.add_argument("--refine", action="store_true",
+                   help="channel pruning: LatencyAware(refine=True), steps traded between layers")
+    a = start(p, level=logging.INFO)
+    splits = subset(dataset(), a.n_train, a.n_test)
     shape = splits.input_shape
     x1 = torch.randn(1, *shape)
     rows, payload = [], {"args": vars(a), "models": {}}
     for name in a.models:
         t0 = time.time()
-        dense, dense_test = baseline(name, splits)
+        dense, dense_test = trained_baseline(name, splits)
         dense.eval()
         dense_macs = costs(dense, x1)["macs"]
         mine, label, r = ours(name, dense, splits, shape, a.refine)
@@ -118,14 +120,14 @@ def main():
         # the same fine-tunes (seeds 0..N-1) for both tools, each from a copy of the one-shot pruned model
         per_seed: dict[str, list[float]] = {}
         for k in ("ours", "tp"):
-            for seed in range(a.first_seed, a.first_seed + a.seeds):
+            for seed in a.seeds:
                 acc = fine_tune(copy.deepcopy(candidates[k]), splits, a.ft_epochs, seed=seed)["accuracy"]
                 per_seed.setdefault(k, []).append(acc)
                 log.info("%s %s seed %d fine-tuned: %.4f (%.0fs)", name, k, seed, acc, time.time() - t0)
         # a Distiller freezes its teacher: a copy, and only when KD runs
         teacher, cache = (copy.deepcopy(dense), TeacherCache()) if a.kd else (None, None)
         for k in ("ours", "tp") if a.kd else ():
-            for seed in range(a.first_seed, a.first_seed + a.seeds):
+            for seed in a.seeds:
                 model = copy.deepcopy(candidates[k])
                 kd = Distiller(teacher, model, KD(temperature=4.0, alpha=0.9, beta=0.1), cache=cache)
                 acc = fine_tune(model, splits, a.ft_epochs, seed=seed, callbacks=[kd])["accuracy"]
@@ -146,7 +148,7 @@ def main():
                    "drop (pts)": f"{(dense_test['accuracy'] - tuned[k]) * 100:.2f}" if k in tuned else ""}
             if a.kd:
                 row[f"acc +{a.ft_epochs} ep FT, KD"] = f"{tuned_kd[k] * 100:.2f}" if k in tuned_kd else ""
-            if a.seeds > 1:
+            if len(a.seeds) > 1:
                 row["per seed (CE; KD)"] = "; ".join("/".join(f"{v * 100:.2f}" for v in per_seed[j])
                                                      for j in (k, k + "_kd") if j in per_seed)
             for b in ("eager_b32", "ort_b32", "eager_b1", "ort_b1"):
@@ -164,10 +166,9 @@ def main():
     print(f"\nmachine: {machine()}\n")
     print(markdown_table(rows))
     write_json("structured_prune_" + "_".join(a.models) + f"_n{a.n_train}" + ("_kd" if a.kd else "")
-               + ("_refine" if a.refine else "") + (f"_s{a.seeds}" if a.seeds > 1 else "")
-               + (f"_from{a.first_seed}" if a.first_seed else ""), payload)
+               + ("_refine" if a.refine else "") + (f"_s{len(a.seeds)}" if len(a.seeds) > 1 else "")
+               + (f"_from{a.seeds[0]}" if a.seeds[0] else ""), payload)
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     main()

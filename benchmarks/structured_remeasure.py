@@ -6,29 +6,25 @@ interleaved medians), ``--runs`` times in a row. For a quiet-machine figure besi
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 
-from benchmarks._structured import baseline, costs, latency_rows, subset
-from benchmarks.common import machine, markdown_table, write_json
+from benchmarks.common import costs, dataset, latency_rows, machine, markdown_table, parser, start, trained_baseline, write_json
 from netcompress.graph.plan import PrunePlan
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
+    p = parser(__doc__, repeats=50, threads=1)
     p.add_argument("json", help="a structured_prune JSON (its models' 'plan' is replayed)")
-    p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
+    a = start(p)
     with open(a.json) as f:
         source = json.load(f)
-    splits = subset(0, 0)
+    splits = dataset()
     rows = []
     for name, entry in source["models"].items():
-        dense, _ = baseline(name, splits)
+        dense, _ = trained_baseline(name, splits)
         pruned = PrunePlan.from_dict(entry["plan"]).apply(copy.deepcopy(dense).eval())
         x1 = splits.train[0][0][None]
         ratio = costs(dense, x1)["macs"] / costs(pruned, x1)["macs"]

@@ -8,6 +8,7 @@ from torch import nn
 from netcompress.prune import (NM, OBD, OBS, SNIP, APoZ, Global, GraSP, Layerwise, Magnitude, Neurons, Random,
                                Unstructured, masked_targets, prune_, select, sparsity)
 from netcompress.prune.second_order import BlockInverse, per_sample_grads
+from netcompress.prune.structured import L1, L2, BNScale, ChannelPruning, Taylor
 
 CRITERIA = [Magnitude(), Magnitude(p=2), Random(seed=1), SNIP(samples=128), GraSP(samples=128, temperature=1.0),
             OBD(samples=128), OBS(samples=128, steps=2, block_size=32)]
@@ -158,3 +159,28 @@ def test_obs_woodbury_and_direct_give_the_same_pruning(trained_mlp, digits8):
     for ta, tb in zip(masked_targets(a), masked_targets(b)):
         agree = float((ta.mask() == tb.mask()).float().mean())
         assert agree > 0.99
+
+
+# one protocol: every criterion ranks weights, and channels by the same scores reduced over a group's slices
+ALL = [Magnitude(), SNIP(samples=64), GraSP(samples=64, temperature=1.0), OBD(samples=64), APoZ(samples=64),
+       OBS(samples=64, block_size=16, steps=1), L1(), L2(), Taylor(batches=2, batch_size=32), Random(seed=3)]
+
+
+@pytest.mark.parametrize("crit", ALL, ids=lambda c: type(c).__name__)
+def test_every_criterion_prunes_weights_and_channels(crit, trained_mlp, digits8):
+    data = (digits8.train.tensors[0][:128], digits8.train.tensors[1][:128])
+    m = copy.deepcopy(trained_mlp)
+    prune_(m, Unstructured(sparsity=0.5, criterion=crit, scope=Global()), data=data)
+    assert sparsity(m) == pytest.approx(0.5, abs=2e-3)
+    m = copy.deepcopy(trained_mlp)
+    report = prune_(m, ChannelPruning(ratio=0.25, importance=crit), data=data, example_inputs=data[0][:2])
+    assert [lin.out_features for lin in m.modules() if isinstance(lin, nn.Linear)] == [48, 24, 10]
+    assert report.changed and m(data[0]).shape == (128, 10)
+
+
+def test_bn_scale_is_a_score_on_the_bn_weight():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.5, -0.1, 2.0, 0.05]))
+    prune_(model, ChannelPruning(ratio=0.5, importance=BNScale()), example_inputs=torch.randn(2, 1, 8, 8))
+    assert model[1].weight.tolist() == [0.5, 2.0]
