@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.data import check_data
+from ...core.data import check_data, first_inputs
 from ...core.errors import ConfigError, DataError
 from ...core.select import candidates, select_layers
 from ...graph import ChannelGraph, PrunePlan, handled_types
@@ -48,17 +48,13 @@ class PruneResult:
 
 
 def example_from(data, example_inputs):
+    """The inputs to trace the model with: ``example_inputs``, else the first two inputs of ``data``."""
     if example_inputs is not None:
         return example_inputs
-    if data is not None:
-        try:
-            first = data[0] if isinstance(data, torch.utils.data.Dataset) else None
-        except Exception:  # noqa: BLE001 -- any indexing failure means "cannot infer"
-            first = None
-        if isinstance(first, (tuple, list)) and isinstance(first[0], torch.Tensor):
-            return first[0].unsqueeze(0).repeat(2, *([1] * first[0].dim()))
-    raise DataError("structured pruning traces the model: pass example_inputs= (a batch of inputs, e.g. "
-                    "torch.randn(2, 1, 28, 28)) or data= (a dataset whose items are (input, target))")
+    if data is None:
+        raise DataError("structured pruning traces the model: pass example_inputs= (a batch of inputs, e.g. "
+                        "torch.randn(2, 1, 28, 28)) or data= (inputs, or (input, target) pairs)")
+    return first_inputs(data, 2)
 
 
 def recalibrate(model: nn.Module, config, data, check: bool = False) -> None:
