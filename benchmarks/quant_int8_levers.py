@@ -98,7 +98,7 @@ def main():
                                                  sorted(_profile(paths[name], x, runs, by=_stage, **skw).items())}
         for b, reps in ((1, args.repeats), (32, max(3, args.repeats // 10))):
             x = X[:b].contiguous()
-            cands = {k: ort_callable(_session(paths[k], **LEVERS[k][2])) for k in LEVERS}
+            cands = {k: ort_callable(_session(paths[k], **LEVERS[k][1])) for k in LEVERS}
             stats = compare_latency(cands, x, warmup=3, repeats=reps, threads=1, warm_calls=1)
             r = ratios(stats, "fp32")
             for k, st in stats.items():

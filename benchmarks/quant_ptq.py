@@ -104,7 +104,7 @@ def main():
         rows.append({"variant": "QAT 4-bit converted (baked weights, BN folded, fp32 acts)", "weights": "4-bit per-ch",
                      "acts": "fp32", "accuracy": evaluate(qat, splits.test)["accuracy"]})
     mp = copy.deepcopy(base)
-    bits = quantize_(mp, MixedPrecision(budget_bits=4.0, candidates=(2, 3, 4, 6, 8)), data=calib)
+    bits = quantize_(mp, MixedPrecision(budget_bits=4.0, candidates=(2, 3, 4, 6, 8)), data=calib).details["bits"]
     rows.append({"variant": "mixed precision weights, avg <= 4 bits (SQNR sensitivity)",
                  "weights": "/".join(str(b) for b in bits.values()), "acts": "fp32",
                  "accuracy": evaluate(mp, splits.test)["accuracy"]})
