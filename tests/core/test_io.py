@@ -67,5 +67,6 @@ def test_valid_file_with_unsafe_type_is_not_called_corrupt(tmp_path):
 
     p = tmp_path / "c.pt"
     torch.save({"x": np.arange(3)}, p)
-    with pytest.raises(CheckpointError, match="without executing code"):
+    with pytest.raises(CheckpointError, match=r"would run code when loaded \(it imports numpy") as info:
         safe_torch_load(p)
+    assert "corrupt" not in str(info.value) and "weights_only" not in str(info.value)

@@ -115,7 +115,7 @@ def test_duplicate_stage_names():
 def test_missing_file_names_it(tmp_path):
     from netcompress.recipe import load_recipe
 
-    with pytest.raises(RecipeError, match="nope.yaml: <top level>: cannot read"):
+    with pytest.raises(RecipeError, match="nope.yaml: <top level>: no such file"):
         load_recipe(tmp_path / "nope.yaml")
 
 
