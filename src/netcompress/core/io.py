@@ -164,8 +164,20 @@ def _check_zip(path: Path, what: str) -> None:
                               "torch never writes such files: re-save the weights with safetensors or torch.save")
 
 
-_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset",
-                         "builtins.bytearray", "builtins.slice", "builtins.complex", "_codecs.encode")
+@lru_cache(maxsize=1)
+def _allowed_globals() -> frozenset:
+    """The ``module.name`` globals torch's weights-only unpickler accepts (rebuild functions, storages, dtypes)."""
+    names = {"collections.OrderedDict", "builtins.set", "builtins.bytearray", "builtins.complex", "_codecs.encode"}
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        names |= set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a private helper: fall back to torch's public rebuild names
+        names |= {f"torch._utils.{n}" for n in ("_rebuild_tensor_v2", "_rebuild_parameter", "_rebuild_tensor")}
+    for obj in torch.serialization.get_safe_globals():
+        obj = obj[0] if isinstance(obj, tuple) else obj
+        names.add(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}")
+    return frozenset(names)
 
 
 def _pickle_bytes(path: Path) -> Optional[bytes]:
@@ -222,7 +234,8 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint",
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure of the safe unpickler becomes one line
         imports = pickle_imports(path)
-        unsafe = [g for g in imports or () if not g.startswith(_SAFE_GLOBAL_PREFIXES)]
+        allowed = _allowed_globals()
+        unsafe = [g for g in imports or () if g not in allowed and not g.endswith("Storage")]
         if unsafe:
             raise CheckpointError(
                 f"{what} {path} holds pickled Python objects that would run code when loaded (it imports "

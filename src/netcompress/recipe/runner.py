@@ -106,6 +106,10 @@ def check_run_dir(out: Path, recipe: Recipe, resume: bool, force: bool, inputs: 
                                 "into a real directory: pass the directory itself")
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"--out {out} is a file; choose a directory for --out")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise OutputExistsError(f"--out {out}: {parent} is a file, so the directory cannot be created there; "
+                                "choose another --out")
     if not out.exists() or not _entries(out):
         return
     if resume and (out / "run.json").is_file():

@@ -312,7 +312,8 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
 
 
 MAX_YAML_DEPTH = 64
-MAX_YAML_NODES = 100_000  # after aliases are expanded: a "billion laughs" recipe is refused, not walked
+MAX_YAML_NODES = 100_000  # after aliases are expanded (100 characters of a string count as one node): a "billion
+# laughs" recipe, or one long string aliased a thousand times, is refused before it is built
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -374,10 +375,11 @@ def _count_nodes(root) -> None:
         elif isinstance(node, yaml.MappingNode):
             children = [n for pair in node.value for n in pair]
         if done or not children:
-            sizes[id(node)] = 1 + sum(sizes.get(id(c), 0) for c in children)
+            own = 1 + len(node.value) // 100 if isinstance(node, yaml.ScalarNode) else 1  # long strings weigh more
+            sizes[id(node)] = own + sum(sizes.get(id(c), 0) for c in children)
             if sizes[id(node)] > MAX_YAML_NODES:
                 raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_NODES:,} values once aliases "
-                                                  "are expanded (an alias bomb?)", node.start_mark)
+                                                  "are expanded (an alias bomb); write the values out", node.start_mark)
             continue
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
