@@ -20,8 +20,10 @@ from .quantized import Int8Onnx
 @dataclass(frozen=True)
 class ExportOptions(Config):
     """How formats are written: ONNX ``opset``, whether onnxruntime is checked against torch (``verify``, within
-    ``atol``), short tensor names without debug metadata (``compact``), and the int8 settings."""
+    ``atol``), short tensor names without debug metadata (``compact``), and the int8 settings. (Recipes name it
+    through the export stage, which adds the formats.)"""
 
+    _abstract = True
     opset: Annotated[int, Interval(13, 21)] = DEFAULT_OPSET
     verify: bool = True
     atol: Annotated[float, Interval(0, 1, "(]")] = 1e-4
