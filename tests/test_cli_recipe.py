@@ -34,7 +34,7 @@ def test_compress_bad_recipe_is_one_clear_error(tmp_path, capsys):
     recipe.write_text("model: {name: lenet5}\nstages:\n  - {type: fine-tune, epoch: 2}\n")
     assert main(["compress", str(recipe), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert f"{recipe}: stages[0].epoch: unknown key 'epoch'. Did you mean 'epochs'?" in err
+    assert f"{recipe}: stages[0].epoch: FineTune has no field 'epoch'. Did you mean 'epochs'?" in err
     assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 

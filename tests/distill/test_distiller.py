@@ -316,7 +316,7 @@ def test_missing_tap_name_lists_candidates():
 
 @pytest.mark.parametrize("bad", [0, 0.0, -2.0, float("nan")])
 def test_temperature_must_be_positive(bad):
-    with pytest.raises(ConfigError, match="KD.temperature must be a finite number > 0"):
+    with pytest.raises(ConfigError, match="KD.temperature must be a (finite )?number"):
         KD(temperature=bad)
 
 
@@ -338,7 +338,7 @@ def test_unmatchable_shapes_and_bad_configs(digits8):
         Distiller(s2, s2, KD())
     with pytest.raises(ConfigError, match="task_weight conflicts with KD.beta"):
         Distiller(t2, s2, KD(), task_weight=0.5)
-    with pytest.raises(ConfigError, match="pairs entries must be"):
+    with pytest.raises(ConfigError, match=r"AttentionTransfer.pairs\[0\] must be a list of 2"):
         AttentionTransfer(["layer1"])
-    with pytest.raises(ConfigError, match="alpha must be a finite number >= 0"):
+    with pytest.raises(ConfigError, match="KD.alpha must be a number >= 0"):
         KD(alpha=-1)

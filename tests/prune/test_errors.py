@@ -30,7 +30,7 @@ CASES = [
     ("NM n >= m", lambda: Unstructured(granularity=NM(4, 4)), None, ["0 < n < m"]),
     ("OBS bad block", lambda: Unstructured(sparsity=0.5, criterion=OBS(block_size=0)), None, ["block_size"]),
     ("Magnitude p=3", lambda: Unstructured(sparsity=0.5, criterion=Magnitude(p=3)), None, ["Magnitude.p"]),
-    ("criterion as string", lambda: Unstructured(sparsity=0.5, criterion="magnitude"), None, ["criterion must be"]),
+    ("criterion as string", lambda: Unstructured(sparsity=0.5, criterion="magnitud"), None, ["unknown Criterion 'magnitud'. Did you mean 'Magnitude'"]),
 ]
 
 

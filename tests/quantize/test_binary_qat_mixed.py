@@ -147,7 +147,7 @@ def test_mixed_precision_meets_budget_and_protects_sensitive_layer():
     m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
     with torch.no_grad():  # heavy-tailed weights in layer '2' make it the sensitive one
         m[2].weight.copy_(torch.distributions.StudentT(1.5).sample(m[2].weight.shape) * 0.05)
-    bits = quantize_(m, MixedPrecision(budget_bits=4.0, candidates=(2, 4, 8)), data=[torch.randn(64, 16)])
+    bits = quantize_(m, MixedPrecision(budget_bits=4.0, candidates=(2, 4, 8)), data=[torch.randn(64, 16)]).details["bits"]
     sizes = {"0": 16 * 64, "2": 64 * 64, "4": 64 * 4}
     assert sum(bits[n] * sizes[n] for n in sizes) <= 4.0 * sum(sizes.values())
     assert set(bits) == set(sizes)

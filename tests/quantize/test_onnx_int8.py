@@ -76,7 +76,7 @@ def test_static_needs_data_and_valid_types(tmp_path):
         to_int8_onnx(_mlp(), torch.randn(1, 1, 8, 8), tmp_path / "x.onnx", Int8Onnx())
     with pytest.raises(ConfigError, match="activation_type"):
         Int8Onnx(activation_type="int4")
-    with pytest.raises(ConfigError, match=r"quant_format='QLinear'; allowed: \('QDQ', 'QOperator'\)"):
+    with pytest.raises(ConfigError, match=r"quant_format must be one of 'QDQ', 'QOperator'; got 'QLinear'"):
         Int8Onnx(quant_format="QLinear")
 
 

@@ -78,7 +78,7 @@ def test_calibration_without_data():
 
 
 def test_unknown_config():
-    with pytest.raises(ConfigError, match="not a quantization config"):
+    with pytest.raises(ConfigError, match="is not a config quantize_ takes"):
         quantize_(nn.Linear(2, 2), object())
 
 

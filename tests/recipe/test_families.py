@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+from netcompress.core.errors import ConfigError
 from netcompress.recipe import RecipeError, loads_recipe, run_recipe
 
 torch.set_num_threads(1)
@@ -58,8 +59,8 @@ def test_structured_prune_kd_int8_pipeline_and_resume(tmp_path):
 
 @pytest.mark.parametrize("change,where,words", [
     (("stages", 1, "config", "budget", "type"), "stages[1].config", "Did you mean 'MACs'"),
-    (("stages", 1, "config", "importance", "type"), "stages[1].config", "unknown importance"),
-    (("stages", 2, "callbacks", 0, "terms", 0, "type"), "stages[2].callbacks", "unknown distillation term"),
+    (("stages", 1, "config", "importance", "type"), "stages[1].config.importance", "unknown Importance"),
+    (("stages", 2, "callbacks", 0, "terms", 0, "type"), "stages[2].callbacks[0].terms[0]", "unknown Term"),
 ])
 def test_family_names_are_checked_on_load(change, where, words):
     data = yaml.safe_load(yaml.safe_dump(PIPELINE))
@@ -98,36 +99,35 @@ def test_prune_then_cluster_keeps_zeros_exact(tmp_path):
 
 
 def test_config_stages_take_a_built_config_or_name_the_wrong_object():
-    """prune / quantize / decompose params come from one factory: a config built in Python passes through
-    unchanged, any other object is refused with the accepted forms."""
-    from pydantic import ValidationError
-
+    """prune / quantize / decompose / exits stages are derived from their verbs: a config built in Python passes
+    through unchanged, a config of another verb or any other object is refused with what is accepted."""
     from netcompress.lowrank import SVD
-    from netcompress.lowrank.recipe import DecomposeParams
     from netcompress.prune.structured import ChannelPruning, MACs
     from netcompress.quantize import PTQ
-    from netcompress.recipe.builtin import PruneParams
-    from netcompress.recipe.families import QuantizeParams
+    from netcompress.recipe.registry import stage_type
 
-    for params, config in ((PruneParams, ChannelPruning(budget=MACs(0.5))), (QuantizeParams, PTQ()),
-                           (DecomposeParams, SVD(keep=0.5))):
+    for stage, config in (("prune", ChannelPruning(budget=MACs(0.5))), ("quantize", PTQ()),
+                          ("decompose", SVD(keep=0.5))):
+        params = stage_type(stage).params
         assert params(config=config).config is config
-        with pytest.raises(ValidationError, match=r"must be a name or \{type: name, \.\.\.\}; got int"):
+        with pytest.raises(ConfigError, match=r"config must be a \w+Config"):
             params(config=3)
-    assert PruneParams(config={"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}}).config \
+    with pytest.raises(ConfigError, match=r"config must be a PruneConfig"):
+        stage_type("prune").params(config=PTQ())
+    assert stage_type("prune").params.from_dict(
+        {"config": {"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}}}).config \
         == ChannelPruning(budget=MACs(0.5))
 
 
 def test_recipe_names_the_latency_aware_scope_and_its_options():
     """A recipe reaches LatencyAware (both runtimes, mean scale) and max_ratio; a wrong runtime is named."""
-    from pydantic import ValidationError
-
     from netcompress.prune.structured import ChannelPruning, LatencyAware, MACs
-    from netcompress.recipe.builtin import PruneParams
+    from netcompress.recipe.registry import stage_type
 
+    params = stage_type("prune").params
     cfg = {"type": "ChannelPruning", "budget": {"type": "MACs", "fraction": 0.5}, "max_ratio": 0.5, "round_to": 16,
            "scope": {"type": "LatencyAware", "runtime": "both", "importance_scale": "mean"}}
-    assert PruneParams(config=cfg).config == ChannelPruning(
+    assert params.from_dict({"config": cfg}).config == ChannelPruning(
         budget=MACs(0.5), max_ratio=0.5, round_to=16, scope=LatencyAware(runtime="both", importance_scale="mean"))
-    with pytest.raises(ValidationError, match=r"LatencyAware.runtime must be one of"):
-        PruneParams(config={**cfg, "scope": {"type": "LatencyAware", "runtime": "gpu"}})
+    with pytest.raises(ConfigError, match=r"config.scope.runtime must be one of"):
+        params.from_dict({"config": {**cfg, "scope": {"type": "LatencyAware", "runtime": "gpu"}}})

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from netcompress.core.errors import NetcompressError
 from netcompress.recipe import loads_recipe, parse_recipe
-from netcompress.recipe.registry import load_providers
+from netcompress.recipe import stage_names
 
-load_providers()
+stage_names()  # registers every stage before hypothesis starts timing
 
 KEYS = ["model", "data", "stages", "budget", "measure", "name", "seed", "version", "type", "epochs", "lr",
         "formats", "config", "loss", "callbacks", "weights", "factory", "kwargs", "pretrain", "deploy", "modle",

@@ -5,13 +5,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from netcompress.core.config import Fraction
 from netcompress.core.errors import ConfigError, OutputExistsError
+from netcompress.prune import PruneConfig
 from netcompress.recipe import parse_recipe, run_recipe
 
 torch.set_num_threads(1)  # tiny models; the machine is shared
@@ -178,13 +181,11 @@ def test_factory_model_from_a_trusted_package(tmp_path):
     assert metrics["final"]["params"] == 64 * 16 + 16 + 16 * 10 + 10
 
 
-class ZeroSmallest:
-    """A test-only pruning config: zero the smallest-|w| fraction of every Linear through a mask."""
+@dataclass(frozen=True)
+class ZeroSmallest(PruneConfig):
+    """A user's own pruning config: zero the smallest-|w| fraction of every Linear through a mask."""
 
-    def __init__(self, sparsity: float = 0.5):
-        if not 0 <= sparsity < 1:
-            raise ConfigError(f"ZeroSmallest.sparsity must be in [0, 1); got {sparsity}")
-        self.sparsity = sparsity
+    sparsity: Fraction = 0.5
 
 
 class _Mask(torch.nn.Module):
@@ -200,10 +201,10 @@ class _Mask(torch.nn.Module):
 def zero_smallest():
     from torch.nn.utils import parametrize
 
-    from netcompress.prune.api import PRUNE_TRANSFORMS
+    from netcompress.prune import PRUNE
 
-    @PRUNE_TRANSFORMS.register(ZeroSmallest)
-    def apply(model, config, data=None, **kw):
+    @PRUNE.register(ZeroSmallest)
+    def apply(model, config, report, *, data=None, **kw):
         assert data is not None and len(data) > 0
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
@@ -213,13 +214,13 @@ def zero_smallest():
                 parametrize.register_parametrization(m, "weight", _Mask(mask))
 
     yield
-    PRUNE_TRANSFORMS._by_type.pop(ZeroSmallest)
+    PRUNE._by_type.pop(ZeroSmallest)
 
 
 def test_prune_stage_through_prune_and_resume_restores_masks(zero_smallest, tmp_path):
     spec = {**TINY, "stages": [{"type": "prune", "config": {"type": "ZeroSmallest", "sparsity": 0.75}},
                                {"type": "fine-tune", "epochs": 1, "lr": 0.02}]}
-    with pytest.raises(Exception, match="sparsity must be in"):
+    with pytest.raises(Exception, match=r"stages\[0\].config.sparsity must be a number in \[0, 1\)"):
         parse_recipe({**spec, "stages": [{"type": "prune", "config": {"type": "ZeroSmallest", "sparsity": 2}}]})
     with pytest.raises(Exception, match="Did you mean 'sparsity'"):
         parse_recipe({**spec, "stages": [{"type": "prune", "config": {"type": "ZeroSmallest", "sparsty": 0.5}}]})

@@ -4,7 +4,7 @@ import torch
 from netcompress.core.errors import ConfigError
 from netcompress.train import Callback, Trainer, TrainConfig
 
-CFG = TrainConfig(epochs=2, batch_size=4, lr=0.1, momentum=0.0, progress=False)
+CFG = TrainConfig(epochs=2, batch_size=4, lr=0.1, momentum=0.0, scheduler=None, progress=False)
 
 
 class Recorder(Callback):

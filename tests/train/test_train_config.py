@@ -9,7 +9,7 @@ from netcompress.train import TrainConfig
 
 def test_defaults_are_valid_and_frozen():
     cfg = TrainConfig()
-    assert cfg.optimizer == "sgd" and cfg.scheduler is None and cfg.num_workers == 0
+    assert cfg.optimizer == "sgd" and cfg.scheduler == "cosine" and cfg.num_workers == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 0.5
 
@@ -41,7 +41,7 @@ def test_invalid_field_raises_config_error_naming_it(field, value):
 def test_error_lists_allowed_values():
     with pytest.raises(ConfigError, match=r"'sgd', 'adam', 'adamw'"):
         TrainConfig(optimizer="rmsprop")
-    with pytest.raises(ConfigError, match=r"None, 'cosine', 'step', 'onecycle'"):
+    with pytest.raises(ConfigError, match=r"scheduler must be one of 'cosine', 'step', 'onecycle'"):
         TrainConfig(scheduler="linear")
 
 

@@ -11,7 +11,7 @@ original model) recovers what the truncation lost.
 >>> import torch
 >>> from torch import nn
 >>> model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1))
->>> [r.params_after for r in decompose_(model, DepthwiseSeparable(multiplier=1))]
+>>> [r.params_after for r in decompose_(model, DepthwiseSeparable(multiplier=1)).details["factored"]]
 [200]
 >>> model(torch.zeros(1, 8, 6, 6)).shape
 torch.Size([1, 16, 6, 6])
@@ -23,29 +23,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError
-from ..lowrank.config import _check_common
-from ..lowrank.factor import DECOMPOSE_TRANSFORMS, Factored, _candidates, _swap, decompose_
+from ..core.config import PositiveInt
+from ..core.select import Skip
+from ..lowrank import DECOMPOSE, DecomposeConfig, Factored, candidates, decompose_, swap
 
 __all__ = ["DepthwiseSeparable", "separable_factors", "decompose_"]
 
 
 @dataclass(frozen=True)
-class DepthwiseSeparable:
-    """Replace each selected kxk conv (k > 1, groups=1) by depthwise(multiplier) + pointwise 1x1."""
+class DepthwiseSeparable(DecomposeConfig):
+    """Replace each selected kxk conv (k > 1, groups=1) by depthwise(multiplier) + pointwise 1x1;
+    ``multiplier`` is the number of spatial filters per input channel."""
 
-    multiplier: int = 1
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    min_saving: float = 0.0
-
-    def __post_init__(self):
-        if not isinstance(self.multiplier, int) or isinstance(self.multiplier, bool) or self.multiplier < 1:
-            raise ConfigError(f"DepthwiseSeparable.multiplier must be an integer >= 1 (filters per input "
-                              f"channel); got {self.multiplier!r}")
-        _check_common("DepthwiseSeparable", self.include, self.exclude, self.min_saving)
-        object.__setattr__(self, "include", tuple(self.include))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+    multiplier: PositiveInt = 1
 
 
 def separable_factors(weight: torch.Tensor, multiplier: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,15 +65,15 @@ def _separable_module(layer: nn.Conv2d, multiplier: int) -> nn.Sequential:
     return nn.Sequential(depthwise, pointwise).to(layer.weight.device)
 
 
-@DECOMPOSE_TRANSFORMS.register(DepthwiseSeparable)
-def _apply_separable(model: nn.Module, config: DepthwiseSeparable, data=None) -> list[Factored]:
+@DECOMPOSE.register(DepthwiseSeparable)
+def _apply_separable(model: nn.Module, config: DepthwiseSeparable, report, *, data=None, example_inputs=None) -> None:
     plans = []
-    for name, layer in _candidates(model, config.include, config.exclude, (nn.Conv2d,)):
+    for name, layer in candidates(model, config, (nn.Conv2d,), report, spatial=True):
         out, inp, kh, kw = layer.weight.shape
-        if kh * kw == 1:
-            continue
         m = min(config.multiplier, kh * kw, out)
         before, after = layer.weight.numel(), inp * m * (kh * kw + out)
         if after < before * (1 - config.min_saving):
             plans.append((name, _separable_module(layer, m), Factored(name, "separable", (m,), before, after)))
-    return _swap(model, plans, config)
+        else:
+            report.skipped.append(Skip(name, type(layer).__name__, f"multiplier {m} would not save weights"))
+    swap(model, plans, config, report)

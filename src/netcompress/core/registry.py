@@ -50,31 +50,3 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
-
-
-class TypeRegistry:
-    """Config type -> transform, for the in-place verbs (``prune_``, ``quantize_``).
-
-    Keyed by type (searching the config's MRO), so a subclass of a registered config dispatches too;
-    recipes resolve config *names* among :meth:`config_types`."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._by_type: dict[type, Callable] = {}
-
-    def register(self, config_type: type):
-        def deco(fn):
-            self._by_type[config_type] = fn
-            return fn
-
-        return deco
-
-    def config_types(self) -> list[type]:
-        return list(self._by_type)
-
-    def get(self, config) -> Callable:
-        for cls in type(config).__mro__:
-            if cls in self._by_type:
-                return self._by_type[cls]
-        known = ", ".join(sorted(t.__name__ for t in self._by_type))
-        raise ConfigError(f"{type(config).__name__} is not a {self.kind} config; known: {known}")

@@ -5,8 +5,8 @@ from .distiller import Distiller, TeacherCache, train_hints
 from .losses import (attention_loss, attention_map, fsp_loss, fsp_matrix, hint_loss, kd_loss,
                      logit_regression_loss)
 from .taps import FeatureTaps, layer_names
-from .terms import FSP, KD, AttentionTransfer, Hint, LogitRegression
+from .terms import FSP, KD, AttentionTransfer, Distill, Hint, LogitRegression, Term
 
-__all__ = ["Distiller", "TeacherCache", "train_hints", "KD", "LogitRegression", "Hint", "AttentionTransfer", "FSP",
+__all__ = ["Distill", "Term", "Distiller", "TeacherCache", "train_hints", "KD", "LogitRegression", "Hint", "AttentionTransfer", "FSP",
            "FeatureTaps", "layer_names", "kd_loss", "logit_regression_loss", "hint_loss", "attention_map",
            "attention_loss", "fsp_matrix", "fsp_loss"]

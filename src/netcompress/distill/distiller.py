@@ -249,7 +249,7 @@ class Distiller(Callback):
             raise ConfigError("no distillation terms; give e.g. KD(temperature=4.0)")
         bad = [type(t).__name__ for t in terms if not isinstance(t, Term)]
         if bad:
-            raise ConfigError(f"unknown distillation term(s) {bad}; use {[c.__name__ for c in Term]}")
+            raise ConfigError(f"unknown distillation term(s) {bad}; use KD, LogitRegression, Hint, AttentionTransfer or FSP")
         kd = [t for t in terms if isinstance(t, KD)]
         if len(kd) > 1:
             raise ConfigError("give one KD term (it sets the hard-label weight beta)")

@@ -7,139 +7,119 @@ KD(temperature=4.0, alpha=0.9, beta=0.1)
 >>> KD(temperature=0)
 Traceback (most recent call last):
 ...
-netcompress.core.errors.ConfigError: KD.temperature must be a finite number > 0 (1 = plain softmax, Hinton used 2-20); got 0
+netcompress.core.errors.ConfigError: KD.temperature must be a number > 0; got 0
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
+from ..core.config import Config, NonNegativeFloat, PositiveFloat
 from ..core.errors import ConfigError
-from .losses import check_temperature
+from ..train.callbacks import CallbackConfig
 
-__all__ = ["KD", "LogitRegression", "Hint", "AttentionTransfer", "FSP", "Term"]
+__all__ = ["KD", "LogitRegression", "Hint", "AttentionTransfer", "FSP", "Term", "Distill"]
 
-
-def _weight(obj: Any, field: str) -> None:
-    value = getattr(obj, field)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{type(obj).__name__}.{field} must be a finite number >= 0; got {value!r}")
-    object.__setattr__(obj, field, float(value))
+Pair = tuple[str, str]
 
 
-def _layer(obj: Any, field: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{type(obj).__name__}.{field} must be a layer name such as 'layer2' "
-                          f"(see netcompress.distill.layer_names(model)); got {value!r}")
-    return value
+def _names(owner: Config, names) -> None:
+    for n in names:
+        if not n:
+            raise ConfigError(f"{type(owner).__name__}: layer names must not be empty (see "
+                              "netcompress.distill.layer_names(model))")
 
 
-def _pairs(obj: Any, nested: bool) -> None:
-    """Normalise ``pairs`` to tuples (so the frozen config hashes) and check every name."""
-    raw = obj.pairs
-    if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
-        raise ConfigError(f"{type(obj).__name__}.pairs must be a list of (student, teacher) entries; got {raw!r}")
-    out = []
-    for entry in raw:
-        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-            shape = "((student_a, student_b), (teacher_a, teacher_b))" if nested else "(student_layer, teacher_layer)"
-            raise ConfigError(f"{type(obj).__name__}.pairs entries must be {shape}; got {entry!r}")
-        if nested:
-            sides = []
-            for side in entry:
-                if not isinstance(side, (tuple, list)) or len(side) != 2:
-                    raise ConfigError(f"FSP.pairs: each side must be two layer names (a, b) whose "
-                                      f"outputs have the same spatial size; got {side!r}")
-                sides.append(tuple(_layer(obj, "pairs", n) for n in side))
-            out.append(tuple(sides))
-        else:
-            out.append(tuple(_layer(obj, "pairs", n) for n in entry))
-    if not out:
-        raise ConfigError(f"{type(obj).__name__}.pairs is empty; give at least one layer pair")
-    object.__setattr__(obj, "pairs", tuple(out))
+class Term(Config):
+    """Base of the distillation terms a :class:`~netcompress.distill.Distiller` sums."""
 
 
 @dataclass(frozen=True)
-class KD:
+class KD(Term):
     """Hinton KD: ``alpha * T^2 * KL(teacher_T || student_T) + beta * task_loss``.
 
     ``beta`` weights the trainer's own loss (cross-entropy on hard labels by default). The T^2 factor
     keeps gradients CE-sized only once the student's logits are near the teacher's; far from it (early
     training) the soft-term gradient is up to T times larger, so high T (e.g. 20) may need a lower lr
-    or ``grad_clip`` (a 30-30 MLP at lr 0.05 collapsed to chance at T=20 in benchmarks/distill_hinton)."""
+    or ``grad_clip`` (a 30-30 MLP at lr 0.05 collapsed to chance at T=20 in benchmarks/distill_hinton).
+    ``temperature`` 1 is the plain softmax; Hinton used 2-20."""
 
-    temperature: float = 4.0
-    alpha: float = 0.9
-    beta: float = 0.1
-
-    def __post_init__(self):
-        try:
-            object.__setattr__(self, "temperature", check_temperature(self.temperature))
-        except ConfigError as exc:
-            raise ConfigError(f"KD.{exc}") from None
-        _weight(self, "alpha")
-        _weight(self, "beta")
+    temperature: PositiveFloat = 4.0
+    alpha: NonNegativeFloat = 0.9
+    beta: NonNegativeFloat = 0.1
 
 
 @dataclass(frozen=True)
-class LogitRegression:
+class LogitRegression(Term):
     """Ba & Caruana's mimic loss: L2 between student and teacher logits, times ``weight``."""
 
-    weight: float = 1.0
-
-    def __post_init__(self):
-        _weight(self, "weight")
+    weight: NonNegativeFloat = 1.0
 
 
 @dataclass(frozen=True)
-class Hint:
+class Hint(Term):
     """FitNet hint: an adapter (1x1 conv or linear) maps the student's guided layer to the teacher's
     hint layer; MSE between them, times ``weight``. With ``adapter=False`` the shapes must match."""
 
     student: str
     teacher: str
-    weight: float = 1.0
+    weight: NonNegativeFloat = 1.0
     adapter: bool = True
 
-    def __post_init__(self):
-        _layer(self, "student", self.student)
-        _layer(self, "teacher", self.teacher)
-        _weight(self, "weight")
-        if not isinstance(self.adapter, bool):
-            raise ConfigError(f"Hint.adapter must be True or False; got {self.adapter!r}")
+    def validate(self):
+        _names(self, (self.student, self.teacher))
 
 
 @dataclass(frozen=True)
-class AttentionTransfer:
+class AttentionTransfer(Term):
     """Attention transfer at (student_layer, teacher_layer) pairs: ``weight`` times the sum over pairs
     of the mean squared difference of normalised |A|^p maps. 500 = beta/2 with the paper's beta=1000."""
 
-    pairs: tuple = ()
-    weight: float = 500.0
-    p: float = 2.0
+    pairs: tuple[Pair, ...] = ()
+    weight: NonNegativeFloat = 500.0
+    p: PositiveFloat = 2.0
 
-    def __post_init__(self):
-        _pairs(self, nested=False)
-        _weight(self, "weight")
-        if isinstance(self.p, bool) or not isinstance(self.p, (int, float)) or not self.p > 0:
-            raise ConfigError(f"AttentionTransfer.p must be a number > 0 (the paper uses 2); got {self.p!r}")
+    def validate(self):
+        if not self.pairs:
+            raise ConfigError("AttentionTransfer.pairs is empty; give at least one (student_layer, teacher_layer)")
+        _names(self, [n for pair in self.pairs for n in pair])
 
 
 @dataclass(frozen=True)
-class FSP:
+class FSP(Term):
     """FSP (Yim et al. 2017): ``pairs`` of ((student_a, student_b), (teacher_a, teacher_b)); the flow
-    (Gram) matrix of each layer pair is matched by mean squared error, summed over pairs, times ``weight``."""
+    (Gram) matrix of each layer pair is matched by mean squared error, summed over pairs, times ``weight``.
+    Both layers of a side must have outputs of the same spatial size."""
 
-    pairs: tuple = ()
-    weight: float = 1.0
+    pairs: tuple[tuple[Pair, Pair], ...] = ()
+    weight: NonNegativeFloat = 1.0
 
-    def __post_init__(self):
-        _pairs(self, nested=True)
-        _weight(self, "weight")
+    def validate(self):
+        if not self.pairs:
+            raise ConfigError("FSP.pairs is empty; give at least one ((student_a, student_b), (teacher_a, teacher_b))")
+        _names(self, [n for pair in self.pairs for side in pair for n in side])
 
 
-Term = (KD, LogitRegression, Hint, AttentionTransfer, FSP)
+@dataclass(frozen=True)
+class Distill(CallbackConfig):
+    """Fine-tune with distillation from a teacher (in a recipe: the run's baseline): the sum of ``terms``;
+    ``task_weight`` weights the trainer's own loss when no KD term sets it (KD's ``beta`` does);
+    ``cache`` keeps the teacher's logits of each sample instead of re-running it."""
+
+    terms: tuple[Term, ...] = (KD(),)
+    task_weight: NonNegativeFloat | None = None
+    cache: bool = False
+
+    def validate(self):
+        if not self.terms:
+            raise ConfigError("Distill.terms is empty; give at least one term, e.g. [{type: KD}]")
+
+    def build(self, model, *, teacher=None, data=None, example_inputs=None):
+        from .distiller import Distiller
+
+        if teacher is None:
+            raise ConfigError("Distill needs a teacher model")
+        return Distiller(teacher(), model, list(self.terms), task_weight=self.task_weight,
+                         example_input=example_inputs, cache=self.cache)
 
 
 def student_layers(term) -> list[str]:

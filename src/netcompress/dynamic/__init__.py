@@ -9,6 +9,8 @@
 ...     net.eval()(torch.randn(3, 1, 28, 28)).shape
 torch.Size([3, 10])
 """
-from .exits import EarlyExitNet, Entropy, ExitLoss, MaxProb, exit_macs, exit_policy_table, freeze_backbone_
+from .exits import (EXITS, EarlyExitNet, EarlyExits, Entropy, ExitCriterion, ExitLoss, ExitTraining, MaxProb, add_exits,
+                    exit_macs, exit_policy_table, freeze_backbone_)
 
-__all__ = ["EarlyExitNet", "MaxProb", "Entropy", "ExitLoss", "freeze_backbone_", "exit_macs", "exit_policy_table"]
+__all__ = ["EXITS", "EarlyExitNet", "EarlyExits", "Entropy", "ExitCriterion", "ExitLoss", "ExitTraining", "MaxProb",
+           "add_exits", "exit_macs", "exit_policy_table", "freeze_backbone_"]

@@ -17,35 +17,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import Config, NonNegativeFloat, NonNegativeInt, Share
+from ..core.data import first_inputs
 from ..core.errors import ConfigError, ModelError
-from ..train.callbacks import Callback
+from ..core.verbs import Verb
+from ..train.callbacks import Callback, CallbackConfig
 
 log = logging.getLogger(__name__)
 
 
+class ExitCriterion(Config):
+    """One-method extension point: ``confident(logits) -> (B,) bool``, which samples leave at a head."""
+
+    def confident(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class MaxProb:
+class MaxProb(ExitCriterion):
     """Exit when the largest softmax probability reaches ``threshold``."""
 
-    threshold: float = 0.9
-
-    def __post_init__(self):
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or not 0 < self.threshold <= 1:
-            raise ConfigError(f"MaxProb.threshold must be in (0, 1]; got {self.threshold!r}")
+    threshold: Share = 0.9
 
     def confident(self, logits: torch.Tensor) -> torch.Tensor:
         return F.softmax(logits.float(), dim=1).amax(dim=1) >= self.threshold
 
 
 @dataclass(frozen=True)
-class Entropy:
+class Entropy(ExitCriterion):
     """Exit when the softmax entropy (nats) is at most ``threshold``."""
 
-    threshold: float = 0.3
-
-    def __post_init__(self):
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)) or self.threshold < 0:
-            raise ConfigError(f"Entropy.threshold must be >= 0; got {self.threshold!r}")
+    threshold: NonNegativeFloat = 0.3
 
     def confident(self, logits: torch.Tensor) -> torch.Tensor:
         logp = F.log_softmax(logits.float(), dim=1)
@@ -225,6 +227,61 @@ class ExitLoss(Callback):
         if not logits:
             return None
         return sum(w * F.cross_entropy(z, targets) for w, z in zip(self.weights, logits))
+
+
+@dataclass(frozen=True)
+class EarlyExits(Config):
+    """Classifier heads after the modules named in ``points`` (in execution order); a sample leaves at the first
+    head that ``criterion`` finds confident. ``head_width`` > 0 puts a 3x3 stride-2 conv of that width before
+    the pooled linear classifier of conv features."""
+
+    points: tuple[str, ...]
+    criterion: ExitCriterion = MaxProb(0.9)
+    head_width: NonNegativeInt = 0
+
+    def validate(self):
+        if not self.points:
+            raise ConfigError("EarlyExits.points is empty; name the modules after which samples may leave")
+        if len(set(self.points)) != len(self.points):
+            raise ConfigError(f"EarlyExits.points repeat: {list(self.points)}")
+
+
+EXITS = Verb("add_exits", "exits", EarlyExits, "Attach early-exit heads (the model becomes an EarlyExitNet).")
+
+
+@EXITS.register(EarlyExits)
+def _add_exits(model: nn.Module, config: EarlyExits, report, *, data=None, example_inputs=None) -> EarlyExitNet:
+    if example_inputs is None:
+        if data is None:
+            raise ConfigError("add_exits sizes the heads on an example batch: pass example_inputs= or data=")
+        example_inputs = first_inputs(data, 2)
+    net = EarlyExitNet(model, config.points, example_inputs, config.criterion, config.head_width)
+    for point, head in zip(net.points, net.heads):
+        report.change(point, "exit", f"exit head ({sum(p.numel() for p in head.parameters()):,} params)",
+                      after={"params": sum(p.numel() for p in head.parameters())})
+    return net
+
+
+def add_exits(model: nn.Module, config: EarlyExits, *, data=None, example_inputs=None):
+    """Wrap ``model`` with early-exit heads; ``report.model`` is the new :class:`EarlyExitNet` (the backbone is
+    ``model`` itself, shared, not copied). Train the heads with :class:`ExitTraining` in a fine-tune."""
+    return EXITS(model, config, data=data, example_inputs=example_inputs)
+
+
+@dataclass(frozen=True)
+class ExitTraining(CallbackConfig):
+    """Fine-tune an :class:`EarlyExitNet`: the exits' cross-entropy (``weights`` per exit, default 1 each) is added
+    to the loss; ``freeze_backbone`` trains the heads only, so the final exit stays exactly the original model."""
+
+    weights: tuple[NonNegativeFloat, ...] | None = None
+    freeze_backbone: bool = False
+
+    def build(self, model, **_):
+        if not isinstance(model, EarlyExitNet):
+            raise ConfigError("ExitTraining fine-tunes a model with exits: put an 'exits' stage before it")
+        if self.freeze_backbone:
+            freeze_backbone_(model)
+        return ExitLoss(model, self.weights)
 
 
 def freeze_backbone_(model: EarlyExitNet) -> None:

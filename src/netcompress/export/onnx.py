@@ -22,8 +22,9 @@ class ExportError(NetcompressError):
     """The model cannot be exported, or onnxruntime disagrees with torch."""
 
 
-def _export(model, args, path: Path, opset: int, dims: Mapping[int, str], names: list[str], dynamo: bool):
-    """``dims``: {dimension index: name} made dynamic in every input (the same name = the same size)."""
+def export_graph(model, args, path: Path, opset: int, dims: Mapping[int, str], names: list[str], dynamo: bool):
+    """The bare torch -> ONNX export (no check, no clean-up; :func:`to_onnx` adds them). ``dims``: {dimension
+    index: name} made dynamic in every input (the same name = the same size)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if dynamo:
@@ -201,12 +202,12 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
     try:
         def write(tmp: Path):
             try:
-                _export(model, args, tmp, opset, dims, names, dynamo=True)
+                export_graph(model, args, tmp, opset, dims, names, dynamo=True)
             except Exception as exc:  # the torch.export path rejects some Python control flow
                 log.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter at opset %d",
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__, min(opset, 17))
                 try:
-                    _export(model, args, tmp, min(opset, 17), dims, names, dynamo=False)
+                    export_graph(model, args, tmp, min(opset, 17), dims, names, dynamo=False)
                 except Exception as exc2:
                     raise ExportError(f"cannot export {type(model).__name__} to ONNX: "
                                       f"{str(exc2).splitlines()[0] if str(exc2) else type(exc2).__name__}") from None

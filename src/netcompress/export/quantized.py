@@ -18,33 +18,34 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.config import Config, PositiveInt
+from ..core.data import iter_inputs
 from ..core.errors import ConfigError
 from ..core.io import atomic_write, ensure_writable
+from ..quantize.observers import Observer
 from .onnx import ExportError, to_onnx
 
 log = logging.getLogger(__name__)
 
-_ACT_TYPES = ("u8", "s8")
-_W_TYPES = ("s8", "u8")
-_FORMATS = ("QDQ", "QOperator")
 
 
 @dataclass(frozen=True)
-class Int8Onnx:
+class Int8Onnx(Config):
     """How to quantize an ONNX graph: ``static`` (calibrated activations) or ``dynamic`` (ranges at run time)."""
 
     static: bool = True
-    activation_type: str = "u8"
-    weight_type: str = "s8"
+    activation_type: Literal["u8", "s8"] = "u8"
+    weight_type: Literal["s8", "u8"] = "s8"
     per_channel: bool = True
-    observer: object = None  # netcompress observer; None = MinMax
-    calib_batches: int = 16
-    batch_size: int = 32
+    observer: Observer | None = None  # None = MinMax
+    calib_batches: PositiveInt = 16
+    batch_size: PositiveInt = 32
     op_types: tuple[str, ...] | None = None  # None = every op type onnxruntime can quantize
     pre_process: bool = True
     # MatMuls of two activations (attention's QK^T and AV) in int8 too; onnxruntime's dynamic default leaves
@@ -57,7 +58,7 @@ class Int8Onnx:
     # its symmetric AVX-512 VNNI conv kernel. ResNet-20 on the AMX Xeon (RESULTS.md issue 5): the 64-channel stage
     # 13-17% faster at batch 32, equal at batch 1; at 16 and 32 channels AMX is slower (im2col cost, half-empty
     # tiles), hence the threshold. "auto" = 64 where this CPU has AMX-INT8, else off; None = off.
-    amx_conv_channels: int | str | None = "auto"
+    amx_conv_channels: PositiveInt | Literal["auto"] | None = "auto"
     # Leave convs whose input channels are not a multiple of 4 (a stem on grey or RGB images) in fp32: onnxruntime's
     # symmetric int8 conv kernel needs a multiple of 4, so it runs them as byte-wise im2col + GEMM, 2.5x slower than
     # its fp32 conv for ResNet-20's 1-channel stem (28 vs 11 us at batch 1). The fp32 output then enters the NHWC
@@ -66,22 +67,7 @@ class Int8Onnx:
     # static graphs: "QDQ" (Q/DQ pairs around float ops; onnxruntime fuses them) or "QOperator" (QLinearConv etc.
     # written out). onnxruntime optimizes both into the same graph here (RESULTS.md issue 5, AMX machine); QOperator
     # is for runtimes that do not fuse QDQ. The AMX zero-point form applies to QDQ only.
-    quant_format: str = "QDQ"
-
-    def __post_init__(self):
-        if self.activation_type not in _ACT_TYPES:
-            raise ConfigError(f"Int8Onnx.activation_type={self.activation_type!r}; allowed: {_ACT_TYPES}")
-        if self.weight_type not in _W_TYPES:
-            raise ConfigError(f"Int8Onnx.weight_type={self.weight_type!r}; allowed: {_W_TYPES}")
-        if self.quant_format not in _FORMATS:
-            raise ConfigError(f"Int8Onnx.quant_format={self.quant_format!r}; allowed: {_FORMATS}")
-        if self.observer is not None and not hasattr(self.observer, "clip"):
-            raise ConfigError(f"Int8Onnx.observer must be a netcompress observer, got {self.observer!r}")
-        if self.calib_batches < 1:
-            raise ConfigError(f"Int8Onnx.calib_batches must be >= 1, got {self.calib_batches}")
-        c = self.amx_conv_channels
-        if not (c is None or c == "auto" or (isinstance(c, int) and not isinstance(c, bool) and c >= 1)):
-            raise ConfigError(f"Int8Onnx.amx_conv_channels must be an int >= 1, 'auto' or None, got {c!r}")
+    quant_format: Literal["QDQ", "QOperator"] = "QDQ"
 
 
 def cpu_has_amx_int8() -> bool:
@@ -210,7 +196,6 @@ def observe_onnx(path: str | Path, data, observer=None, batches: int = 16, batch
 
     from ..quantize.observers import MinMax, RangeTracker
     from ..quantize.primitives import PerTensor, QuantSpec
-    from ..quantize.ptq import iter_inputs
     from .onnx import ort_session
 
     model = onnx.load(str(path))
@@ -226,7 +211,7 @@ def observe_onnx(path: str | Path, data, observer=None, batches: int = 16, batch
         sess = ort_session(aug, threads=1)
         in_name = sess.get_inputs()[0].name
         out_names = [o.name for o in sess.get_outputs()]
-        for x in iter_inputs(data, batch_size, batches):
+        for x in iter_inputs(data, batch_size=batch_size, max_batches=batches):
             values = sess.run(out_names, {in_name: x.detach().cpu().numpy().astype(np.float32)})
             for n, v in zip(out_names, values):
                 if n in trackers and v.size:

@@ -15,14 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch.nn.utils import parametrize
+
+from ..core.data import check_data, forward, iter_inputs
 from ..core.errors import ConfigError, ModelError
-from ..core.registry import TypeRegistry
-from ..prune.data import batches, check_data
-from ..prune.masks import is_masked, select
-from .config import SVD, Tucker2
+from ..core.modules import replace_module
+from ..core.report import Report
+from ..core.select import Skip
+from ..core.verbs import Verb
+from .config import SVD, DecomposeConfig, Tucker2
 
 log = logging.getLogger(__name__)
-DECOMPOSE_TRANSFORMS = TypeRegistry("low-rank")
+DECOMPOSE = Verb("decompose_", "decompose", DecomposeConfig,
+                 "Factor layers into thinner ones: truncated SVD, Tucker-2, depthwise-separable.")
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,11 @@ class Factored:
     params_after: int
 
 
-def decompose_(model: nn.Module, config, data=None) -> list[Factored]:
-    """Factor the selected layers of ``model`` in place as ``config`` (``SVD`` / ``Tucker2``) says.
-
-    Returns one :class:`Factored` per replaced layer. ``data`` (``(x, y)``, a Dataset or a DataLoader)
-    is needed by ``SVD(data_aware=True)``."""
-    return DECOMPOSE_TRANSFORMS.get(config)(model, config, data=data)
+def decompose_(model: nn.Module, config: DecomposeConfig, *, data=None, example_inputs=None) -> Report:
+    """Factor the selected layers of ``model`` in place as ``config`` (``SVD``, ``Tucker2``,
+    ``DepthwiseSeparable``) says. The report holds one :class:`Factored` per replaced layer in
+    ``details["factored"]``; ``data`` is needed by ``SVD(data_aware=True)``."""
+    return DECOMPOSE(model, config, data=data, example_inputs=example_inputs)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -51,19 +55,23 @@ def _matrix(layer: nn.Module) -> torch.Tensor:
     return w.reshape(w.shape[0], -1).double()  # (out, d)
 
 
-def _candidates(model: nn.Module, include, exclude, kinds: tuple[type, ...]) -> list[tuple[str, nn.Module]]:
-    targets = select(model, include=include, exclude=exclude)
+def candidates(model: nn.Module, config: DecomposeConfig, kinds: tuple[type, ...], report,
+               spatial: bool = False) -> list:
+    """The selected layers of ``kinds`` that can be factored (grouped convs, and 1x1 convs where ``spatial``
+    kernels are needed, are skipped with the reason into ``report``); a layer carrying a mask or quantizer is
+    an error (its zeros or grid would be lost)."""
     chosen = []
-    for t in targets:
-        if not isinstance(t.module, kinds):
+    for name, layer in config.select(model, kinds, report):
+        if parametrize.is_parametrized(layer, "weight"):
+            raise ModelError(f"layer {name!r} carries a parametrization (a pruning mask or quantizer): factoring "
+                             "it would lose it. Decompose first, or bake it (netcompress.prune.bake_(model))")
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            report.skipped.append(Skip(name, type(layer).__name__, "grouped/depthwise conv: already factored"))
             continue
-        if is_masked(t.module):
-            raise ModelError(f"layer {t.name!r} carries a pruning mask: factoring it would drop the zeros. "
-                             "Decompose before pruning, or bake the masks first (netcompress.prune.bake_(model))")
-        if isinstance(t.module, nn.Conv2d) and t.module.groups != 1:
-            log.info("skipping %s: grouped/depthwise convs are already factored", t.name)
+        if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and spatial:
+            report.skipped.append(Skip(name, type(layer).__name__, "1x1 conv: a matrix, use SVD"))
             continue
-        chosen.append((t.name, t.module))
+        chosen.append((name, layer))
     return chosen
 
 
@@ -99,8 +107,8 @@ def _input_second_moments(model: nn.Module, layers: list[tuple[str, nn.Module]],
     was_training = model.training
     model.eval()
     try:
-        for x, _ in batches(data, samples):
-            model(x)
+        for x in iter_inputs(data, max_samples=samples):
+            forward(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -158,9 +166,9 @@ def _svd_module(layer: nn.Module, first: torch.Tensor, second: torch.Tensor) -> 
     return nn.Sequential(a, b).to(device)
 
 
-@DECOMPOSE_TRANSFORMS.register(SVD)
-def _apply_svd(model: nn.Module, config: SVD, data=None) -> list[Factored]:
-    layers = _candidates(model, config.include, config.exclude, (nn.Linear, nn.Conv2d))
+@DECOMPOSE.register(SVD)
+def _apply_svd(model: nn.Module, config: SVD, report, *, data=None, example_inputs=None) -> None:
+    layers = candidates(model, config, (nn.Linear, nn.Conv2d), report)
     moments = {}
     if config.data_aware:
         check_data(data, "SVD(data_aware=True)", need_labels=False)
@@ -172,7 +180,9 @@ def _apply_svd(model: nn.Module, config: SVD, data=None) -> list[Factored]:
         before, after = w.numel(), r * sum(w.shape)
         if after < before * (1 - config.min_saving):
             plans.append((name, layer, first, second, Factored(name, "svd", (r,), before, after)))
-    return _swap(model, [(name, _svd_module(layer, a, b), rec) for name, layer, a, b, rec in plans], config)
+        else:
+            report.skipped.append(Skip(name, type(layer).__name__, f"rank {r} would not save weights"))
+    swap(model, [(name, _svd_module(layer, a, b), rec) for name, layer, a, b, rec in plans], config, report)
 
 
 # ------------------------------------------------------------------------------------ Tucker-2
@@ -207,14 +217,12 @@ def _tucker_module(layer: nn.Conv2d, u_in: torch.Tensor, core: torch.Tensor, u_o
     return nn.Sequential(first, middle, last).to(layer.weight.device)
 
 
-@DECOMPOSE_TRANSFORMS.register(Tucker2)
-def _apply_tucker2(model: nn.Module, config: Tucker2, data=None) -> list[Factored]:
+@DECOMPOSE.register(Tucker2)
+def _apply_tucker2(model: nn.Module, config: Tucker2, report, *, data=None, example_inputs=None) -> None:
     plans = []
-    for name, layer in _candidates(model, config.include, config.exclude, (nn.Conv2d,)):
+    for name, layer in candidates(model, config, (nn.Conv2d,), report, spatial=True):
         w = layer.weight.detach().double()  # (out, in, kh, kw)
         out, inp, kh, kw = w.shape
-        if kh * kw == 1:
-            continue  # a 1x1 conv is a matrix: SVD is the right tool
         u_out, s_out, _ = torch.linalg.svd(w.reshape(out, -1), full_matrices=False)
         u_in, s_in, _ = torch.linalg.svd(w.transpose(0, 1).reshape(inp, -1), full_matrices=False)
         r_in, r_out = _tucker_ranks(w, config, s_out, s_in)
@@ -225,21 +233,22 @@ def _apply_tucker2(model: nn.Module, config: Tucker2, data=None) -> list[Factore
         if after < before * (1 - config.min_saving):
             plans.append((name, _tucker_module(layer, u_in, core, u_out),
                           Factored(name, "tucker2", (r_in, r_out), before, after)))
-    return _swap(model, plans, config)
+        else:
+            report.skipped.append(Skip(name, type(layer).__name__, f"ranks {(r_in, r_out)} would not save weights"))
+    swap(model, plans, config, report)
 
 
 # --------------------------------------------------------------------------------------- swap
 
-def _swap(model: nn.Module, plans: list, config) -> list[Factored]:
+def swap(model: nn.Module, plans: list, config, report) -> None:
+    """Put every planned replacement in place (all were computed first, so a failure changes nothing)."""
     if not plans:
         raise ConfigError(f"{type(config).__name__}: no selected layer gets smaller at these ranks "
                           f"({config}); lower the rank / energy / keep, or select other layers")
-    modules = dict(model.named_modules())
-    for name, replacement, _ in plans:
-        parent_name, _, attr = name.rpartition(".")
-        setattr(modules[parent_name] if parent_name else model, attr, replacement)
-    records = [rec for _, _, rec in plans]
-    for rec in records:
+    for name, replacement, rec in plans:
+        old = replace_module(model, name, replacement)
+        report.change(name, old, f"{rec.kind} ranks {list(rec.ranks)}", {"params": rec.params_before},
+                      {"params": rec.params_after})
         log.info("%s: %s ranks %s, weights %d -> %d", rec.name, rec.kind, rec.ranks, rec.params_before,
                  rec.params_after)
-    return records
+    report.details["factored"] = [rec for _, _, rec in plans]

@@ -1,7 +1,7 @@
 """Typed vocabulary of unstructured pruning: scope, granularity and the ``Unstructured`` config.
 
 >>> Unstructured(sparsity=0.9, scope=Global())
-Unstructured(sparsity=0.9, criterion=Magnitude(p=1), scope=Global(), granularity=Elementwise(), include=('*',), exclude=())
+Unstructured(include=('*',), exclude=(), sparsity=0.9, criterion=Magnitude(p=1), scope=Global(), granularity=Elementwise())
 >>> Unstructured(granularity=NM(2, 4)).target_sparsity
 0.5
 """
@@ -9,41 +9,65 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..core.config import Config, Fraction, PositiveInt
+from ..core.select import Selective
 from ..core.errors import ConfigError
 from .criteria import Criterion, Magnitude
 
 
+def geometric(start: float, final: float, t: float) -> float:
+    """Sparsity at progress ``t`` in [0, 1] from ``start`` to ``final`` when every equal step removes the same
+    fraction of the weights still there (iterative pruning, lottery-ticket rounds, OBS steps)."""
+    keep0, keep1 = 1 - start, 1 - final
+    return 1 - keep0 * (keep1 / keep0) ** t if keep0 > 0 else 1.0
+
+
 @dataclass(frozen=True)
-class Layerwise:
+class PruneConfig(Selective):
+    """Base of the configs ``prune_`` takes (unstructured masks, structured removal, depth)."""
+
+    _abstract = True
+
+
+class Scope(Config):
+    """How scores are compared: within each layer or across all selected layers."""
+
+
+@dataclass(frozen=True)
+class Layerwise(Scope):
     """Every selected layer reaches the target sparsity on its own."""
 
 
 @dataclass(frozen=True)
-class Global:
+class Global(Scope):
     """One threshold over all selected layers: scores are compared across layers."""
 
 
+class Granularity(Config):
+    """What one score decides about: a weight, a unit, or an N:M group."""
+
+
 @dataclass(frozen=True)
-class Elementwise:
+class Elementwise(Granularity):
     """Individual weights."""
 
 
 @dataclass(frozen=True)
-class Neurons:
+class Neurons(Granularity):
     """Whole output units (rows of a Linear, filters of a conv): a row's score is its mean score; the
     bias of a pruned unit is masked too, so the unit outputs exactly zero before its activation."""
 
 
 @dataclass(frozen=True)
-class NM:
+class NM(Granularity):
     """N:M semi-structured sparsity: keep ``n`` of every ``m`` consecutive weights along the input
     dimension (a Linear's ``in_features``; a conv's flattened ``in * kh * kw``)."""
 
-    n: int = 2
-    m: int = 4
+    n: PositiveInt = 2
+    m: PositiveInt = 4
 
-    def __post_init__(self):
-        if not (isinstance(self.m, int) and isinstance(self.n, int) and 0 < self.n < self.m):
+    def validate(self):
+        if not self.n < self.m:
             raise ConfigError(f"NM needs integers 0 < n < m, got n={self.n!r}, m={self.m!r} (e.g. NM(2, 4))")
 
     @property
@@ -51,54 +75,25 @@ class NM:
         return 1 - self.n / self.m
 
 
-SCOPES = (Layerwise, Global)
-GRANULARITIES = (Elementwise, Neurons, NM)
-
-
-def check_sparsity(value, field_name: str = "sparsity") -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ConfigError(f"{field_name} must be a number in [0, 1), got {value!r} "
-                          "(0.9 keeps 10% of the weights)")
-
-
 @dataclass(frozen=True)
-class Unstructured:
+class Unstructured(PruneConfig):
     """Prune individual weights (or neurons, or N:M groups) of the selected layers.
 
     ``sparsity`` is the fraction of weights removed (not needed for ``NM``, which fixes it); ``include``
-    / ``exclude`` are fnmatch globs over layer names (``"net.*"``, ``"classifier.3"``)."""
+    / ``exclude`` are globs over layer names (``"net.*"``, ``"classifier.3"``) or types (``"type:Linear"``)."""
 
-    sparsity: float | None = None
+    sparsity: Fraction | None = None
     criterion: Criterion = Magnitude()
-    scope: Layerwise | Global = field(default_factory=Layerwise)
-    granularity: Elementwise | Neurons | NM = field(default_factory=Elementwise)
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
+    scope: Scope = field(default_factory=Layerwise)
+    granularity: Granularity = field(default_factory=Elementwise)
 
-    def __post_init__(self):
-        for name in ("include", "exclude"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, (value,))
-            elif not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{name} must be layer-name globs (strings), got {value!r}")
-            else:
-                object.__setattr__(self, name, tuple(value))
-        if not isinstance(self.criterion, Criterion):
-            raise ConfigError(f"criterion must be a Criterion such as Magnitude(), OBS(), SNIP(), "
-                              f"got {self.criterion!r}")
-        if not isinstance(self.scope, SCOPES):
-            raise ConfigError(f"scope must be Layerwise() or Global(), got {self.scope!r}")
-        if not isinstance(self.granularity, GRANULARITIES):
-            raise ConfigError(f"granularity must be Elementwise(), Neurons() or NM(n, m), got {self.granularity!r}")
+    def validate(self):
         if isinstance(self.granularity, NM):
             if self.sparsity is not None and abs(self.sparsity - self.granularity.sparsity) > 1e-9:
                 raise ConfigError(f"sparsity={self.sparsity!r} contradicts {self.granularity} "
                                   f"(which means {self.granularity.sparsity}); leave sparsity unset")
         elif self.sparsity is None:
             raise ConfigError("sparsity is required (a number in [0, 1)), e.g. Unstructured(sparsity=0.9)")
-        else:
-            check_sparsity(self.sparsity)
 
     @property
     def target_sparsity(self) -> float:

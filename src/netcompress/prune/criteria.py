@@ -12,20 +12,21 @@ tensor([[0.5000, 2.0000, 1.0000]])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import Config, PositiveFloat, PositiveInt
+from ..core.data import batch_size_of, check_data, forward, iter_batches
 from ..core.errors import ConfigError
-from .data import batches, check_data
 from .masks import Target
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class Criterion:
+class Criterion(Config):
     """One-method extension point. ``needs_data``/``needs_labels`` let callers validate before mutating."""
 
     needs_data: bool = False
@@ -40,29 +41,11 @@ class Criterion:
             check_data(data, type(self).__name__, self.needs_labels)
 
 
-def _positive_int(obj, name: str) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{type(obj).__name__}.{name} must be a positive integer, got {value!r}")
-
-
-def _positive_float(obj, name: str, allow_zero: bool = False) -> None:
-    value = getattr(obj, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise ConfigError(f"{type(obj).__name__}.{name} must be a {'non-negative' if allow_zero else 'positive'} "
-                          f"number, got {value!r}")
-
-
 @dataclass(frozen=True)
 class Magnitude(Criterion):
     """|w|^p. ``p`` (1 or 2) only matters when scores are pooled (Neurons: row L1 vs L2 norm)."""
 
-    p: int = 1
-
-    def __post_init__(self):
-        if self.p not in (1, 2):
-            raise ConfigError(f"Magnitude.p must be 1 (L1) or 2 (L2), got {self.p!r}")
+    p: Literal[1, 2] = 1
 
     def scores(self, model, targets, data=None, loss_fn=None):
         return [t.effective().abs().pow(self.p) for t in targets]
@@ -80,7 +63,7 @@ class Random(Criterion):
 
 
 def _loss(model, x, y, loss_fn: LossFn | None, temperature: float = 1.0) -> torch.Tensor:
-    out = model(x)
+    out = forward(model, x)
     return (loss_fn or F.cross_entropy)(out / temperature, y)
 
 
@@ -88,23 +71,19 @@ def _loss(model, x, y, loss_fn: LossFn | None, temperature: float = 1.0) -> torc
 class SNIP(Criterion):
     """Connection sensitivity |theta * dL/dtheta| (Lee et al. 2019), meant for initialisation."""
 
-    samples: int = 512
-    batch_size: int = 128
+    samples: PositiveInt = 512
+    batch_size: PositiveInt = 128
     needs_data = True
-
-    def __post_init__(self):
-        _positive_int(self, "samples")
-        _positive_int(self, "batch_size")
 
     def scores(self, model, targets, data=None, loss_fn=None):
         self.check(data)
         params = [t.original() for t in targets]
         grads = [torch.zeros_like(p) for p in params]
         with _eval_mode(model):
-            for x, y in batches(data, self.samples, self.batch_size):
+            for x, y in iter_batches(data, max_samples=self.samples, batch_size=self.batch_size):
                 g = torch.autograd.grad(_loss(model, x, y, loss_fn), params)
                 for acc, gi in zip(grads, g):
-                    acc.add_(gi, alpha=len(x))
+                    acc.add_(gi, alpha=batch_size_of(x))
         return [(t.effective() * g).abs() for t, g in zip(targets, grads)]
 
 
@@ -114,33 +93,28 @@ class GraSP(Criterion):
     the keep-score returned here is ``theta * Hg``. Hg is a Hessian-gradient product by double backprop
     of ``g . stop_grad(g)``; logits are divided by ``temperature`` as in the paper's code."""
 
-    samples: int = 512
-    batch_size: int = 128
-    temperature: float = 200.0
+    samples: PositiveInt = 512
+    batch_size: PositiveInt = 128
+    temperature: PositiveFloat = 200.0
     needs_data = True
-
-    def __post_init__(self):
-        _positive_int(self, "samples")
-        _positive_int(self, "batch_size")
-        _positive_float(self, "temperature")
 
     def scores(self, model, targets, data=None, loss_fn=None):
         self.check(data)
         params = [t.original() for t in targets]
         with _eval_mode(model):
             g_stop = [torch.zeros_like(p) for p in params]
-            for x, y in batches(data, self.samples, self.batch_size):
+            for x, y in iter_batches(data, max_samples=self.samples, batch_size=self.batch_size):
                 g = torch.autograd.grad(_loss(model, x, y, loss_fn, self.temperature), params)
                 for acc, gi in zip(g_stop, g):
-                    acc.add_(gi, alpha=len(x))
-            n = sum(len(x) for x, _ in batches(data, self.samples, self.batch_size))
+                    acc.add_(gi, alpha=batch_size_of(x))
+            n = sum(batch_size_of(x) for x, _ in iter_batches(data, max_samples=self.samples, batch_size=self.batch_size))
             g_stop = [g / n for g in g_stop]
             hg = [torch.zeros_like(p) for p in params]
-            for x, y in batches(data, self.samples, self.batch_size):
+            for x, y in iter_batches(data, max_samples=self.samples, batch_size=self.batch_size):
                 g = torch.autograd.grad(_loss(model, x, y, loss_fn, self.temperature), params, create_graph=True)
                 z = sum((gi * gs).sum() for gi, gs in zip(g, g_stop))
                 for acc, h in zip(hg, torch.autograd.grad(z, params)):
-                    acc.add_(h, alpha=len(x) / n)
+                    acc.add_(h, alpha=batch_size_of(x) / n)
         return [t.effective() * h for t, h in zip(targets, hg)]
 
 
@@ -150,14 +124,10 @@ class APoZ(Criterion):
     output after the ReLU that follows it (measured as outputs <= 0), over ``samples`` inputs.
     Scores are per unit (broadcast over its row): use it with ``granularity=Neurons()``."""
 
-    samples: int = 1024
-    batch_size: int = 256
+    samples: PositiveInt = 1024
+    batch_size: PositiveInt = 256
     needs_data = True
     needs_labels = False
-
-    def __post_init__(self):
-        _positive_int(self, "samples")
-        _positive_int(self, "batch_size")
 
     def scores(self, model, targets, data=None, loss_fn=None):
         self.check(data)
@@ -175,8 +145,8 @@ class APoZ(Criterion):
         hooks = [t.module.register_forward_hook(hook_for(i)) for i, t in enumerate(targets)]
         try:
             with _eval_mode(model), torch.no_grad():
-                for x, _ in batches(data, self.samples, self.batch_size):
-                    model(x)
+                for x, _ in iter_batches(data, max_samples=self.samples, batch_size=self.batch_size):
+                    forward(model, x)
         finally:
             for h in hooks:
                 h.remove()

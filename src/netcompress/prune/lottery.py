@@ -14,9 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.config import Fraction, NonNegativeInt, PositiveInt
+from ..core.data import check_data
 from ..core.errors import ConfigError
 from ..train import Callback, TrainConfig, Trainer, evaluate
-from .config import Global, Layerwise, Unstructured, check_sparsity
+from .api import PRUNE
+from .config import Global, PruneConfig, Scope, Unstructured, geometric
 from .criteria import Magnitude
 from .masks import bake_, masked_targets, select, set_mask, sparsity
 from .sparse import plain_state_dict
@@ -26,26 +29,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LotteryTicket:
-    """Reach ``final`` sparsity in ``rounds`` rounds (each removes the same fraction of what is left)."""
+class LotteryTicket(PruneConfig):
+    """Reach ``final`` sparsity in ``rounds`` rounds (each removes the same fraction of what is left), training
+    with ``train`` in every round. Through ``prune_`` (or a recipe's prune stage) ``data`` is the training data
+    and ``train`` is required; :func:`find_ticket` takes them as arguments."""
 
-    final: float = 0.9
-    rounds: int = 5
-    rewind_epoch: int = 0
-    scope: Global | Layerwise = field(default_factory=Global)
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        check_sparsity(self.final, "final")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"LotteryTicket.rounds must be a positive integer, got {self.rounds!r}")
-        if isinstance(self.rewind_epoch, bool) or not isinstance(self.rewind_epoch, int) or self.rewind_epoch < 0:
-            raise ConfigError(f"LotteryTicket.rewind_epoch must be an integer >= 0 (0 = initialisation), "
-                              f"got {self.rewind_epoch!r}")
+    trains = True  # a recipe stage hands it the whole training split, not a calibration sample
+    final: Fraction = 0.9
+    rounds: PositiveInt = 5
+    rewind_epoch: NonNegativeInt = 0
+    scope: Scope = field(default_factory=Global)
+    train: TrainConfig | None = None
 
     def target(self, r: int) -> float:
-        return 1 - (1 - self.final) ** (r / self.rounds)
+        return geometric(0.0, self.final, r / self.rounds)
 
 
 class _Snapshot(Callback):
@@ -114,6 +111,21 @@ def random_reinit(ticket: nn.Module, seed: int = 0) -> nn.Module:
         owner, _, attr = fqn.rpartition(".")
         set_mask(control.get_submodule(owner) if owner else control, attr, mask)
     return control
+
+
+@PRUNE.register(LotteryTicket)
+def _lottery(model: nn.Module, config: LotteryTicket, report, *, data=None, example_inputs=None, loss_fn=None):
+    if config.train is None:
+        raise ConfigError("LotteryTicket through prune_ needs train= (the TrainConfig of every round), e.g. "
+                          "LotteryTicket(final=0.9, train=TrainConfig(epochs=3))")
+    check_data(data, "LotteryTicket")
+    targets = select(model, config.include, config.exclude, who="LotteryTicket", report=report)
+    _, history, _ = find_ticket(model, data, config.train, config)
+    for t in targets:
+        kept, total = int(t.mask().sum()), t.original().numel()
+        report.change(t.name, t.module, f"{1 - kept / total:.1%} of {t.param} masked (lottery ticket)",
+                      {"nonzero": total, "numel": total}, {"nonzero": kept, "numel": total})
+    report.details["history"] = history
 
 
 __all__ = ["LotteryTicket", "find_ticket", "random_reinit", "rewind_"]

@@ -16,7 +16,6 @@ update), and :func:`bake_` folds the mask in, leaving a plain Parameter with exa
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -25,6 +24,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..core.errors import ConfigError
+from ..core.select import select_layers
 
 #: layer types whose ``weight`` the unstructured pruners act on
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -153,28 +153,17 @@ def sparsity(model: nn.Module, targets: Iterable[Target] | None = None) -> float
     return zeros / total if total else 0.0
 
 
-def layer_names(model: nn.Module, types: Sequence[type] = PRUNABLE_TYPES) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, tuple(types))]
-
-
 def select(model: nn.Module, include: Sequence[str] = ("*",), exclude: Sequence[str] = (),
-           types: Sequence[type] = PRUNABLE_TYPES, param: str = "weight") -> list[Target]:
-    """Prunable layers whose fully qualified name matches an ``include`` glob and no ``exclude`` glob.
-
-    A pattern that matches no layer is an error that lists the layer names that exist.
+           types: Sequence[type] = PRUNABLE_TYPES, param: str = "weight", who: str = "pruning",
+           report=None) -> list[Target]:
+    """Prunable layers chosen by ``include`` / ``exclude`` (:func:`netcompress.core.select.select_layers`);
+    the layers left alone, and why, go to ``report.skipped`` when a report is given.
 
     >>> from netcompress.models import lenet_300_100
     >>> [t.name for t in select(lenet_300_100(), include=["net.*"], exclude=["net.5"])]
     ['net.1', 'net.3']
     """
-    names = layer_names(model, types)
-    modules = dict(model.named_modules())
-    for pat in (*include, *exclude):
-        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-            raise ConfigError(f"layer pattern {pat!r} matches no prunable layer; layers: {', '.join(names)}")
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in include)
-              and not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
-    if not chosen:
-        raise ConfigError(f"include={list(include)} exclude={list(exclude)} leave no layer; layers: "
-                          f"{', '.join(names)}")
-    return [Target(n, modules[n], param) for n in chosen]
+    sel = select_layers(model, include, exclude, supported=types, who=who)
+    if report is not None:
+        report.skipped.extend(sel.skipped)
+    return [Target(n, m, param) for n, m in sel.chosen]

@@ -16,16 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.config import Config, Fraction, NonNegativeInt, PositiveInt
 from ..core.errors import ConfigError
-from ..train import Callback, TrainConfig, Trainer, evaluate
-from .config import Unstructured, check_sparsity
+from ..train import Callback, CallbackConfig, TrainConfig, Trainer, evaluate
+from .config import Unstructured, geometric
 from .masks import select, set_mask, sparsity
 from .unstructured import check_granularity, prune_unstructured
 
 log = logging.getLogger(__name__)
 
 
-class Schedule:
+class Schedule(Config):
     """One-method extension point: ``target(step) -> sparsity`` (non-decreasing in step)."""
 
     def target(self, step: int) -> float:
@@ -36,11 +37,8 @@ class Schedule:
 class OneShot(Schedule):
     """Everything at ``at_step``."""
 
-    final: float
-    at_step: int = 0
-
-    def __post_init__(self):
-        check_sparsity(self.final, "final")
+    final: Fraction
+    at_step: NonNegativeInt = 0
 
     def target(self, step: int) -> float:
         return self.final if step >= self.at_step else 0.0
@@ -51,17 +49,11 @@ class Iterative(Schedule):
     """``rounds`` prune/fine-tune rounds, each removing the same fraction of the remaining weights
     ("don't prune too much at once"); ``step`` is the round number, 1..rounds."""
 
-    final: float
-    rounds: int = 5
-
-    def __post_init__(self):
-        check_sparsity(self.final, "final")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ConfigError(f"Iterative.rounds must be a positive integer, got {self.rounds!r}")
+    final: Fraction
+    rounds: PositiveInt = 5
 
     def target(self, step: int) -> float:
-        r = min(max(step, 0), self.rounds)
-        return 1 - (1 - self.final) ** (r / self.rounds)
+        return geometric(0.0, self.final, min(max(step, 0), self.rounds) / self.rounds)
 
 
 @dataclass(frozen=True)
@@ -69,21 +61,17 @@ class AGP(Schedule):
     """Automated gradual pruning: s_t = s_f + (s_i - s_f) (1 - (t - t0) / (t1 - t0))^3, updated every
     ``every`` steps between ``begin_step`` and ``end_step`` (prunes fast early, gently at the end)."""
 
-    final: float
-    end_step: int
-    initial: float = 0.0
-    begin_step: int = 0
-    every: int = 100
+    final: Fraction
+    end_step: PositiveInt
+    initial: Fraction = 0.0
+    begin_step: NonNegativeInt = 0
+    every: PositiveInt = 100
 
-    def __post_init__(self):
-        check_sparsity(self.final, "final")
-        check_sparsity(self.initial, "initial")
+    def validate(self):
         if self.initial > self.final:
             raise ConfigError(f"AGP.initial ({self.initial}) must not exceed final ({self.final})")
-        if not (0 <= self.begin_step < self.end_step):
+        if not self.begin_step < self.end_step:
             raise ConfigError(f"AGP needs 0 <= begin_step < end_step, got {self.begin_step} and {self.end_step}")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ConfigError(f"AGP.every must be a positive integer, got {self.every!r}")
 
     def target(self, step: int) -> float:
         if step < self.begin_step:
@@ -93,6 +81,18 @@ class AGP(Schedule):
         t = self.begin_step + ((t - self.begin_step) // self.every) * self.every if t < self.end_step else t
         frac = (t - self.begin_step) / (self.end_step - self.begin_step)
         return self.final + (self.initial - self.final) * (1 - frac) ** 3
+
+
+@dataclass(frozen=True)
+class GradualPrune(CallbackConfig):
+    """Fine-tune while pruning: masks tighten along ``schedule`` (e.g. AGP's cubic ramp) with ``config``'s
+    criterion, scope and granularity (its sparsity is the schedule's)."""
+
+    config: Unstructured
+    schedule: Schedule
+
+    def build(self, model, *, teacher=None, data=None, example_inputs=None):
+        return GradualPruning(model, self.config, self.schedule, data=data)
 
 
 class GradualPruning(Callback):

@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import PositiveFloat, PositiveInt
+from ..core.data import batch_size_of, iter_batches
 from ..core.errors import ConfigError
-from .criteria import Criterion, _eval_mode, _positive_float, _positive_int
-from .data import batches
+from .criteria import Criterion, _eval_mode
 from .masks import Target
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def per_sample_grads(model: nn.Module, targets: Sequence[Target], x: torch.Tenso
 
 def _grad_chunks(model, targets, data, samples, chunk, loss_fn):
     with _eval_mode(model):
-        for x, y in batches(data, samples, chunk):
+        for x, y in iter_batches(data, max_samples=samples, batch_size=chunk):
             yield len(x), [g.reshape(len(x), -1) for g in per_sample_grads(model, targets, x, y, loss_fn)]
 
 
@@ -94,13 +95,9 @@ class OBD(Criterion):
     """Optimal Brain Damage (LeCun et al. 1990): saliency h_kk w_k^2 / 2 with h_kk the empirical Fisher
     diagonal (see the module docstring for why), from ``samples`` per-sample gradients."""
 
-    samples: int = 512
-    chunk: int = 64
+    samples: PositiveInt = 512
+    chunk: PositiveInt = 64
     needs_data = True
-
-    def __post_init__(self):
-        _positive_int(self, "samples")
-        _positive_int(self, "chunk")
 
     def scores(self, model, targets, data=None, loss_fn=None):
         self.check(data)
@@ -179,19 +176,14 @@ class OBS(Criterion):
     ever formed); the default accumulates the damped block Fisher and inverts each block once by
     Cholesky: the same matrix (tested equal), several times cheaper on CPU when samples >> block_size."""
 
-    block_size: int = 64
-    damping: float = 1e-3
-    samples: int = 512
-    steps: int = 4
-    chunk: int = 64
+    block_size: PositiveInt = 64
+    damping: PositiveFloat = 1e-3
+    samples: PositiveInt = 512
+    steps: PositiveInt = 4
+    chunk: PositiveInt = 64
     update: bool = True
     woodbury: bool = False
     needs_data = True
-
-    def __post_init__(self):
-        for name in ("block_size", "samples", "steps", "chunk"):
-            _positive_int(self, name)
-        _positive_float(self, "damping")
 
     def inverse(self, model, targets, data, loss_fn=None) -> list[BlockInverse]:
         """Block inverse empirical Fisher of each target at the current weights (one pass over the samples)."""
@@ -200,7 +192,7 @@ class OBS(Criterion):
         if need > MAX_INVERSE_BYTES:
             raise ConfigError(f"OBS block inverse would need {need / 2**30:.1f} GiB; lower block_size="
                               f"{self.block_size} or prune fewer layers at once")
-        n = sum(len(x) for x, _ in batches(data, self.samples, self.chunk))
+        n = sum(batch_size_of(x) for x, _ in iter_batches(data, max_samples=self.samples, batch_size=self.chunk))
         invs: list[BlockInverse] | None = None
         fishers: list[torch.Tensor] | None = None
         for _, grads in _grad_chunks(model, targets, data, self.samples, self.chunk, loss_fn):

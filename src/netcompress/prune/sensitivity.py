@@ -19,7 +19,8 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from ..core.io import atomic_write, ensure_writable
-from .config import Unstructured, check_sparsity
+from ..core.config import Fraction, check
+from .config import Unstructured
 from .criteria import Criterion, Magnitude
 from .masks import select
 from .unstructured import prune_unstructured
@@ -44,7 +45,7 @@ def sensitivity_analysis(model: nn.Module, data=None, levels: Sequence[float] = 
 
     ``metric`` defaults to top-1 accuracy on ``data``; ``calibration`` feeds data-hungry criteria."""
     for s in levels:
-        check_sparsity(s, "levels")
+        check(s, Fraction, "levels")
     if metric is None:
         if data is None:
             raise ConfigError("sensitivity_analysis needs data= (to measure accuracy) or metric=")
@@ -129,7 +130,7 @@ def levels_for_target(rows: Sequence[dict], target: float) -> dict[str, float]:
     >>> levels_for_target(rows, 0.5)
     {'a': 0.5, 'b': 0.5}
     """
-    check_sparsity(target, "target")
+    check(target, Fraction, "target")
     table: dict[str, dict] = {}
     for r in rows:
         entry = table.setdefault(r["layer"], {"params": r["params"], "curve": {}})
@@ -169,7 +170,7 @@ def levels_for_target(rows: Sequence[dict], target: float) -> dict[str, float]:
 def apply_levels_(model: nn.Module, levels: dict[str, float], criterion: Criterion = Magnitude(), data=None) -> None:
     """Prune each named layer to its own level in place (e.g. the output of :func:`levels_for_target`)."""
     for s in levels.values():
-        check_sparsity(s, "levels")
+        check(s, Fraction, "levels")
     select(model, include=tuple(levels))  # unknown names fail before anything changes
     criterion.check(data)
     for name, s in levels.items():

@@ -7,7 +7,7 @@ gradual schedules call this repeatedly with rising sparsity).
 >>> from netcompress.models import lenet_300_100
 >>> from netcompress.prune import prune_, Unstructured, Global, sparsity
 >>> m = lenet_300_100()
->>> prune_(m, Unstructured(sparsity=0.9, scope=Global()))
+>>> report = prune_(m, Unstructured(sparsity=0.9, scope=Global()))
 >>> round(sparsity(m), 4)
 0.9
 """
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError
-from .api import PRUNE_TRANSFORMS
-from .config import NM, Global, Neurons, Unstructured
+from .api import PRUNE
+from .config import NM, Global, Neurons, Unstructured, geometric
 from .masks import Target, select, set_mask
 from .second_order import OBS
 
@@ -94,16 +94,17 @@ def _set_masks(targets: Sequence[Target], masks: Sequence[torch.Tensor], neurons
 
 def _step_sparsities(start: float, final: float, steps: int) -> list[float]:
     """Intermediate targets with the same fraction of the remaining weights removed at each step."""
-    d0, d1 = 1 - start, 1 - final
-    if steps <= 1 or d1 >= d0:
+    if steps <= 1 or final <= start:
         return [final]
-    return [1 - d0 * (d1 / d0) ** (i / steps) for i in range(1, steps)] + [final]
+    return [geometric(start, final, i / steps) for i in range(1, steps)] + [final]
 
 
 def prune_unstructured(model: nn.Module, config: Unstructured, data=None, loss_fn=None,
-                       sparsity: float | None = None) -> list[Target]:
-    """Apply ``config`` to ``model`` in place (validates everything first); returns the pruned targets."""
-    targets = select(model, config.include, config.exclude)
+                       sparsity: float | None = None, targets: Sequence[Target] | None = None) -> list[Target]:
+    """Apply ``config`` to ``model`` in place (validates everything first); returns the pruned targets
+    (``targets``: the ones already selected by ``config.include`` / ``exclude``)."""
+    if targets is None:
+        targets = select(model, config.include, config.exclude, who=type(config).__name__)
     check_granularity(targets, config)
     config.criterion.check(data)
     final = config.target_sparsity if sparsity is None else sparsity
@@ -124,8 +125,12 @@ def prune_unstructured(model: nn.Module, config: Unstructured, data=None, loss_f
     return targets
 
 
-@PRUNE_TRANSFORMS.register(Unstructured)
-def _apply_unstructured(model: nn.Module, config: Unstructured, data=None, loss_fn=None, **kwargs) -> None:
-    if kwargs:
-        raise ConfigError(f"prune_ with Unstructured takes data= and loss_fn=, not {sorted(kwargs)}")
-    prune_unstructured(model, config, data=data, loss_fn=loss_fn)
+@PRUNE.register(Unstructured)
+def _apply_unstructured(model: nn.Module, config: Unstructured, report, *, data=None, example_inputs=None,
+                        loss_fn=None) -> None:
+    targets = select(model, config.include, config.exclude, who="Unstructured", report=report)
+    before = {t.fqn: int(t.mask().sum()) for t in targets}
+    for t in prune_unstructured(model, config, data=data, loss_fn=loss_fn, targets=targets):
+        total, kept = t.original().numel(), int(t.mask().sum())
+        report.change(t.name, t.module, f"{1 - kept / total:.1%} of {t.param} masked",
+                      {"nonzero": before[t.fqn], "numel": total}, {"nonzero": kept, "numel": total})

@@ -8,7 +8,7 @@ image flows straight through to the shadow weight. Exact zeros (pruned weights) 
 >>> import torch
 >>> from torch import nn
 >>> m = nn.Sequential(nn.Linear(8, 4))
->>> quantize_(m, Ternary(TWN()))
+>>> _ = quantize_(m, Ternary(TWN()))
 >>> torch.unique(m[0].weight).numel() <= 3
 True
 """
@@ -16,79 +16,68 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..core.errors import ConfigError, ModelError
-from .api import QUANTIZE_TRANSFORMS, quantize_
-from .fake import quantizable_layers
+from ..core.config import Config, Interval, Share
+from ..core.errors import ConfigError
+from ..train import Callback
+from .api import QUANTIZE, QuantizeConfig, quantize_, quantize_layers, report_bits
 from .primitives import PerChannel, PerTensor, channel_view
 
 
 @dataclass(frozen=True)
-class Glorot:
+class Glorot(Config):
     """BinaryConnect's fixed per-layer magnitude H = sqrt(1.5 / (fan_in + fan_out))."""
 
 
 @dataclass(frozen=True)
-class Binary:
+class Binary(QuantizeConfig):
     """BinaryConnect weights in {-a, +a}. ``stochastic`` samples +a with p = hard_sigmoid(w / a) in training.
 
     ``scale``: ``Glorot()`` (BinaryConnect), ``PerTensor()`` (mean |w|) or ``PerChannel(0)`` (XNOR-Net)."""
 
     stochastic: bool = False
     scale: Glorot | PerTensor | PerChannel = field(default_factory=Glorot)
-    skip: tuple[str, ...] = ()
 
-    def __post_init__(self):
-        if not isinstance(self.scale, (Glorot, PerTensor, PerChannel)):
-            raise ConfigError(f"Binary.scale must be Glorot(), PerTensor() or PerChannel(0), got {self.scale!r}")
+
+class TernaryMethod(Config):
+    """How ternary weights and their scales are found."""
 
 
 @dataclass(frozen=True)
-class TWN:
+class TWN(TernaryMethod):
     """Ternary Weight Networks: threshold delta = ``threshold`` * mean|w|, alpha = mean |w| above it."""
 
-    threshold: float = 0.7
+    threshold: Annotated[float, Interval(0, 2, "()")] = 0.7
 
 
 @dataclass(frozen=True)
-class TTQ:
+class TTQ(TernaryMethod):
     """Trained Ternary Quantization: threshold = ``threshold`` * max|w|, learned positive/negative scales."""
 
-    threshold: float = 0.05
+    threshold: Annotated[float, Interval(0, 1, "()")] = 0.05
 
 
 @dataclass(frozen=True)
-class Ternary:
-    method: TWN | TTQ = field(default_factory=TWN)
-    skip: tuple[str, ...] = ()
+class Ternary(QuantizeConfig):
+    """Weights in {-a, 0, +b} (TWN: one scale; TTQ: two learned scales)."""
 
-    def __post_init__(self):
-        if not isinstance(self.method, (TWN, TTQ)):
-            raise ConfigError(f"Ternary.method must be TWN() or TTQ(), got {self.method!r}")
-        if not 0.0 < self.method.threshold < 1.0 + (isinstance(self.method, TWN)):
-            raise ConfigError(f"{type(self.method).__name__}.threshold={self.method.threshold} is out of range")
+    method: TernaryMethod = field(default_factory=TWN)
 
 
 @dataclass(frozen=True)
-class Pow2:
+class Pow2(QuantizeConfig):
     """Power-of-two weights {0, +-2^n1 ... +-2^n2} with ``bits`` bits (one for zero, one for sign), as in INQ.
 
     ``fraction`` of the largest-magnitude weights are quantized and frozen; call again with a larger
     fraction after retraining (INQ: 0.5, 0.75, 0.875, 1.0)."""
 
-    bits: int = 5
-    fraction: float = 1.0
-    skip: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
-            raise ConfigError(f"Pow2.bits={self.bits!r}; allowed: 2..8")
-        if not 0.0 < self.fraction <= 1.0:
-            raise ConfigError(f"Pow2.fraction={self.fraction!r}; must be in (0, 1]")
+    bits: Annotated[int, Interval(2, 8)] = 5
+    fraction: Share = 1.0
 
 
 def _ste(image: torch.Tensor, w: torch.Tensor, grad_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -184,22 +173,15 @@ class Pow2Weights(nn.Module):
         return torch.where(self.frozen, self.values, w)  # frozen weights get no gradient
 
 
-def _layers(model, skip):
-    layers = list(quantizable_layers(model, skip))
-    if not layers:
-        raise ModelError(f"{type(model).__name__} has no Conv/Linear layers to quantize")
-    return layers
-
-
 def _existing(layer, cls):
     if parametrize.is_parametrized(layer, "weight"):
         return next((p for p in layer.parametrizations.weight if isinstance(p, cls)), None)
     return None
 
 
-@QUANTIZE_TRANSFORMS.register(Binary)
-def _binary(model: nn.Module, config: Binary, data=None, **_) -> None:
-    layers = _layers(model, config.skip)
+@QUANTIZE.register(Binary)
+def _binary(model: nn.Module, config: Binary, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
     if isinstance(config.scale, PerChannel):
         for _, layer in layers:
             axis = config.scale.axis
@@ -210,22 +192,27 @@ def _binary(model: nn.Module, config: Binary, data=None, **_) -> None:
         fan_in = w[0].numel()
         fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
         parametrize.register_parametrization(layer, "weight", BinaryWeights(config, fan_in, fan_out))
+    report_bits(report, layers, 1, what=f"binary weights ({type(config.scale).__name__} scale)")
 
 
-@QUANTIZE_TRANSFORMS.register(Ternary)
-def _ternary(model: nn.Module, config: Ternary, data=None, **_) -> None:
-    for _, layer in _layers(model, config.skip):
+@QUANTIZE.register(Ternary)
+def _ternary(model: nn.Module, config: Ternary, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
+    for _, layer in layers:
         parametrize.register_parametrization(layer, "weight", TernaryWeights(config.method, layer.weight.detach()))
+    report_bits(report, layers, 2, what=f"ternary weights ({type(config.method).__name__})")
 
 
-@QUANTIZE_TRANSFORMS.register(Pow2)
-def _pow2(model: nn.Module, config: Pow2, data=None, **_) -> None:
-    for _, layer in _layers(model, config.skip):
+@QUANTIZE.register(Pow2)
+def _pow2(model: nn.Module, config: Pow2, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
+    for _, layer in layers:
         p = _existing(layer, Pow2Weights)
         if p is None:
             p = Pow2Weights(config.bits, layer.weight.detach())
             parametrize.register_parametrization(layer, "weight", p)
         p.freeze(layer.parametrizations.weight.original, config.fraction)
+    report_bits(report, layers, config.bits, what=f"{config.fraction:.0%} of weights powers of two ({config.bits} bits)")
 
 
 def clip_shadow_weights_(model: nn.Module) -> None:
@@ -237,4 +224,12 @@ def clip_shadow_weights_(model: nn.Module) -> None:
                 mod.parametrizations.weight.original.clamp_(-p.glorot, p.glorot)
 
 
-__all__ = ["Binary", "Glorot", "Pow2", "TTQ", "TWN", "Ternary", "clip_shadow_weights_", "quantize_"]
+class ClipShadow(Callback):
+    """Trainer callback for BinaryConnect: clip the real-valued weights to [-H, H] after every update."""
+
+    def on_step_end(self, trainer, step: int, loss: float) -> None:
+        clip_shadow_weights_(trainer.model)
+
+
+__all__ = ["Binary", "ClipShadow", "Glorot", "Pow2", "TTQ", "TWN", "Ternary", "TernaryMethod", "clip_shadow_weights_",
+           "quantize_"]

@@ -8,7 +8,7 @@ Exact zeros (pruned weights) are not clustered and stay exactly zero.
 >>> from torch import nn
 >>> layer = nn.Linear(16, 8)
 >>> with torch.no_grad(): layer.weight[:, :4] = 0.0
->>> quantize_(layer_holder := nn.Sequential(layer), Clustered(bits=3))
+>>> _ = quantize_(layer_holder := nn.Sequential(layer), Clustered(bits=3))
 >>> len(torch.unique(layer.weight[layer.weight != 0])) <= 8, bool((layer.weight[:, :4] == 0).all())
 (True, True)
 """
@@ -16,37 +16,27 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..core.config import Interval, NonNegativeInt
 from ..core.errors import ConfigError, ModelError
-from .api import QUANTIZE_TRANSFORMS, quantize_
-from .fake import quantizable_layers
+from .api import QUANTIZE, QuantizeConfig, quantize_, quantize_layers, report_bits
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Clustered:
+class Clustered(QuantizeConfig):
     """k-means weight sharing with 2^bits shared values per layer (``bits_by_layer`` overrides per layer)."""
 
-    bits: int = 5
-    iters: int = 30
-    init: str = "linear"
-    skip: tuple[str, ...] = ()
-    bits_by_layer: tuple[tuple[str, int], ...] = ()
-
-    def __post_init__(self):
-        for name, b in ((None, self.bits),) + tuple(self.bits_by_layer):
-            if not isinstance(b, int) or isinstance(b, bool) or not 1 <= b <= 8:
-                where = f"bits_by_layer[{name!r}]" if name else "bits"
-                raise ConfigError(f"Clustered.{where}={b!r}; allowed: 1..8")
-        if self.init not in ("linear", "random", "density"):
-            raise ConfigError(f"Clustered.init={self.init!r}; allowed: 'linear', 'random', 'density'")
-        if self.iters < 0:
-            raise ConfigError(f"Clustered.iters must be >= 0, got {self.iters}")
+    bits: Annotated[int, Interval(1, 8)] = 5
+    iters: NonNegativeInt = 30
+    init: Literal["linear", "random", "density"] = "linear"
+    bits_by_layer: tuple[tuple[str, Annotated[int, Interval(1, 8)]], ...] = ()
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30, init: str = "linear",
@@ -114,11 +104,9 @@ class SharedWeights(nn.Module):
         return w
 
 
-@QUANTIZE_TRANSFORMS.register(Clustered)
-def _cluster(model: nn.Module, config: Clustered, data=None, **_) -> None:
-    layers = list(quantizable_layers(model, config.skip))
-    if not layers:
-        raise ModelError(f"{type(model).__name__} has no Conv/Linear layers to cluster")
+@QUANTIZE.register(Clustered)
+def _cluster(model: nn.Module, config: Clustered, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
     per_layer = dict(config.bits_by_layer)
     unknown = set(per_layer) - {n for n, _ in layers}
     if unknown:
@@ -136,6 +124,8 @@ def _cluster(model: nn.Module, config: Clustered, data=None, **_) -> None:
         index[nz] = assign
         parametrize.register_parametrization(layer, "weight", SharedWeights(cents, index), unsafe=True)
         log.debug("clustered %s into %d centroids", name, cents.numel())
+    report_bits(report, layers, {n: per_layer.get(n, config.bits) for n, _ in layers},
+                what="{bits}-bit shared weights (k-means)")
 
 
 def _params(layer: nn.Module) -> list[nn.Module]:

@@ -117,10 +117,10 @@ def _input_hook(module: nn.Module, args):
     return (module.input_quant(args[0]),) + tuple(args[1:])
 
 
-def quantizable_layers(model: nn.Module, skip: tuple[str, ...] = ()) -> Iterator[tuple[str, nn.Module]]:
-    """(name, layer) of every Conv/Linear not named in ``skip`` (exact names or prefixes)."""
+def quantizable_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, layer) of every Conv/Linear."""
     for name, mod in model.named_modules():
-        if isinstance(mod, QUANTIZABLE) and not any(name == s or name.startswith(s + ".") for s in skip):
+        if isinstance(mod, QUANTIZABLE):
             yield name, mod
 
 

@@ -14,10 +14,12 @@ or the clipping range that minimises the quantization MSE.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
-from ..core.errors import ConfigError, DataError
+from ..core.config import Config, Fraction, Interval
+from ..core.errors import DataError
 from .primitives import QuantSpec, channel_view, fake_quantize, qparams
 
 
@@ -77,8 +79,15 @@ class RangeTracker:
                 "mean": mean, "std": var ** 0.5, "shape": list(self.shape), "batches": self.n_batches}
 
 
+class Observer(Config):
+    """One-method extension point: ``clip(tracker, spec) -> (low, high)``, the range to quantize to."""
+
+    def clip(self, tracker: "RangeTracker", spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class MinMax:
+class MinMax(Observer):
     """The full observed range: never clips, sensitive to outliers."""
 
     def clip(self, tracker: RangeTracker, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,14 +96,10 @@ class MinMax:
 
 
 @dataclass(frozen=True)
-class MovingAverage:
+class MovingAverage(Observer):
     """Exponential moving average of per-batch min/max (momentum = weight of the past)."""
 
-    momentum: float = 0.9
-
-    def __post_init__(self):
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"MovingAverage.momentum must be in [0, 1), got {self.momentum!r}")
+    momentum: Fraction = 0.9
 
     def clip(self, tracker: RangeTracker, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
         tracker.check()
@@ -106,14 +111,10 @@ class MovingAverage:
 
 
 @dataclass(frozen=True)
-class Percentile:
+class Percentile(Observer):
     """Clip at the ``percentile``-th value of the sampled distribution (and 100 - p below)."""
 
-    percentile: float = 99.99
-
-    def __post_init__(self):
-        if not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"Percentile.percentile must be in (50, 100], got {self.percentile!r}")
+    percentile: Annotated[float, Interval(50, 100, "(]")] = 99.99
 
     def clip(self, tracker: RangeTracker, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
         tracker.check()
@@ -124,16 +125,11 @@ class Percentile:
 
 
 @dataclass(frozen=True)
-class MSE:
+class MSE(Observer):
     """The clipping range (a shrink of min/max on a grid) with the least quantization MSE on the sample."""
 
-    grid: int = 80
-    min_ratio: float = 0.2
-
-    def __post_init__(self):
-        if self.grid < 2 or not 0.0 < self.min_ratio < 1.0:
-            raise ConfigError(f"MSE needs grid >= 2 and 0 < min_ratio < 1, got grid={self.grid}, "
-                              f"min_ratio={self.min_ratio}")
+    grid: Annotated[int, Interval(2, None)] = 80
+    min_ratio: Annotated[float, Interval(0, 1, "()")] = 0.2
 
     def clip(self, tracker: RangeTracker, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
         tracker.check()
@@ -152,15 +148,6 @@ class MSE:
         best = torch.cat(errs).argmin(dim=0)  # (C,)
         cols = torch.arange(lo.shape[1])
         return lo[best, cols], hi[best, cols]
-
-
-Observer = MinMax | MovingAverage | Percentile | MSE
-
-
-def check_observer(obs, name: str) -> None:
-    if not hasattr(obs, "clip"):
-        raise ConfigError(f"{name} must be an observer (MinMax(), MovingAverage(), Percentile(), MSE()), "
-                          f"got {obs!r}")
 
 
 def weight_qparams(weight: torch.Tensor, spec: QuantSpec,

@@ -20,31 +20,30 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
+from ..core.config import Config, Interval
 from ..core.errors import ConfigError
 
 ALLOWED_BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 
 
+class Granularity(Config):
+    """Which elements share one scale / zero point."""
+
+
 @dataclass(frozen=True)
-class PerTensor:
+class PerTensor(Granularity):
     """One scale / zero point for the whole tensor."""
 
 
 @dataclass(frozen=True)
-class PerChannel:
+class PerChannel(Granularity):
     """One scale / zero point per slice along ``axis`` (0 = output channels of Conv/Linear weights)."""
 
     axis: int = 0
-
-    def __post_init__(self):
-        if not isinstance(self.axis, int) or isinstance(self.axis, bool):
-            raise ConfigError(f"PerChannel.axis must be an int, got {self.axis!r}")
-
-
-Granularity = PerTensor | PerChannel
 
 
 def check_bits(bits, name: str = "bits", allowed=ALLOWED_BITS) -> int:
@@ -55,18 +54,12 @@ def check_bits(bits, name: str = "bits", allowed=ALLOWED_BITS) -> int:
 
 
 @dataclass(frozen=True)
-class QuantSpec:
+class QuantSpec(Config):
     """How one tensor is quantized: bit width, symmetric (signed) or asymmetric (unsigned), granularity."""
 
-    bits: int = 8
+    bits: Annotated[int, Interval(2, 8)] = 8
     symmetric: bool = True
     granularity: Granularity = field(default_factory=PerTensor)
-
-    def __post_init__(self):
-        check_bits(self.bits, "QuantSpec.bits", allowed=tuple(range(2, 9)))
-        if not isinstance(self.granularity, (PerTensor, PerChannel)):
-            raise ConfigError(f"QuantSpec.granularity must be PerTensor() or PerChannel(axis), "
-                              f"got {self.granularity!r}")
 
     @property
     def qmin(self) -> int:

@@ -5,7 +5,7 @@ fake-quant model, and find the layer that hurts (per-layer SQNR).
 >>> from torch import nn
 >>> m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
 >>> calib = [torch.randn(32, 8) for _ in range(4)]
->>> nc.quantize_(m, PTQ(), data=calib)
+>>> report = nc.quantize_(m, PTQ(), data=calib)
 >>> sorted(calibration_stats(m))
 ['0', '2']
 """
@@ -14,48 +14,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
+from ..core.config import PositiveInt
+from ..core.data import forward, iter_inputs
 from ..core.errors import ConfigError, DataError, ModelError
 from ..core.io import atomic_write, ensure_writable
-from .api import QUANTIZE_TRANSFORMS
+from .api import QUANTIZE, QuantizeConfig, quantize_layers, report_bits
 from .bn_fold import fold_bn_
 from .fake import FakeQuant, WeightFakeQuant, attach, quantizable_layers, set_quant_enabled, weight_quantizers
-from .observers import MinMax, check_observer
+from .observers import MinMax, Observer
 from .primitives import PerChannel, PerTensor, QuantSpec, sqnr_db
 
 log = logging.getLogger(__name__)
 
 
-def iter_inputs(data, batch_size: int = 128, max_batches: int | None = None) -> Iterator[torch.Tensor]:
-    """Model inputs from a tensor, a list of tensors/(x, y) pairs, a Dataset or a DataLoader."""
-    if data is None:
-        raise DataError("calibration needs data; pass data= a Dataset, DataLoader or list of input batches "
-                        "(e.g. splits.calibration(256))")
-    if isinstance(data, torch.Tensor):
-        data = list(data.split(batch_size))
-    elif isinstance(data, Dataset):
-        data = DataLoader(data, batch_size=batch_size, shuffle=False)
-    n = 0
-    for batch in data:
-        if max_batches is not None and n >= max_batches:
-            break
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if not isinstance(x, torch.Tensor) or x.numel() == 0:
-            continue
-        n += 1
-        yield x
-    if n == 0:
-        raise DataError("calibration data is empty; pass at least one non-empty batch")
-
-
 @dataclass(frozen=True)
-class PTQ:
+class PTQ(QuantizeConfig):
     """Post-training linear quantization.
 
     Defaults are the fast int8 path of this CPU in onnxruntime: weights signed symmetric per output
@@ -63,26 +41,15 @@ class PTQ:
 
     weight: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, PerChannel(0)))
     activation: QuantSpec | None = field(default_factory=lambda: QuantSpec(8, False, PerTensor()))
-    weight_observer: object = field(default_factory=MinMax)
-    act_observer: object = field(default_factory=MinMax)
-    calib_batches: int = 16
-    batch_size: int = 128
+    weight_observer: Observer = field(default_factory=MinMax)
+    act_observer: Observer = field(default_factory=MinMax)
+    calib_batches: PositiveInt = 16
+    batch_size: PositiveInt = 128
     fold_bn: bool = True
-    skip: tuple[str, ...] = ()
 
-    def __post_init__(self):
-        if not isinstance(self.weight, QuantSpec):
-            raise ConfigError(f"PTQ.weight must be a QuantSpec, got {self.weight!r}")
-        if self.activation is not None and not isinstance(self.activation, QuantSpec):
-            raise ConfigError(f"PTQ.activation must be a QuantSpec or None, got {self.activation!r}")
+    def validate(self):
         if isinstance(self.activation.granularity if self.activation else None, PerChannel):
             raise ConfigError("PTQ.activation must be PerTensor() (per-channel activations have no fast kernels)")
-        check_observer(self.weight_observer, "PTQ.weight_observer")
-        check_observer(self.act_observer, "PTQ.act_observer")
-        if not isinstance(self.calib_batches, int) or self.calib_batches < 1:
-            raise ConfigError(f"PTQ.calib_batches must be an int >= 1, got {self.calib_batches!r}")
-        if isinstance(self.skip, str):
-            raise ConfigError(f"PTQ.skip must be a tuple of layer names, got the string {self.skip!r}")
 
 
 def calibrate(model: nn.Module, data, batches: int = 16, batch_size: int = 128) -> int:
@@ -100,8 +67,8 @@ def calibrate(model: nn.Module, data, batches: int = 16, batch_size: int = 128) 
     model.eval()
     n = 0
     with torch.no_grad():
-        for x in iter_inputs(data, batch_size, batches):
-            model(x)
+        for x in iter_inputs(data, batch_size=batch_size, max_batches=batches):
+            forward(model, x)
             n += 1
     for q in quants:
         q.observing = False
@@ -114,16 +81,13 @@ def calibrate(model: nn.Module, data, batches: int = 16, batch_size: int = 128) 
     return n
 
 
-@QUANTIZE_TRANSFORMS.register(PTQ)
-def _ptq(model: nn.Module, config: PTQ, data=None, **_) -> None:
-    layers = list(quantizable_layers(model, config.skip))
-    if not layers:
-        raise ModelError(f"{type(model).__name__} has no Conv/Linear layers to quantize (skip={config.skip})")
+@QUANTIZE.register(PTQ)
+def _ptq(model: nn.Module, config: PTQ, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
     for _, layer in layers:  # validate before mutating
         config.weight.axis_for(layer.weight)
     if config.activation is not None:
-        first = next(iter_inputs(data, config.batch_size, 1))  # fail on missing data before any change
-        del first
+        next(iter_inputs(data, batch_size=config.batch_size, max_batches=1))  # fail on missing data before any change
     if config.fold_bn:
         fold_bn_(model)
     for _, layer in layers:
@@ -132,6 +96,7 @@ def _ptq(model: nn.Module, config: PTQ, data=None, **_) -> None:
             wq.freeze(layer.parametrizations.weight.original)
     if config.activation is not None:
         calibrate(model, data, config.calib_batches, config.batch_size)
+    report_bits(report, layers, config.weight, config.activation)
 
 
 def calibration_stats(model: nn.Module) -> dict[str, dict]:

@@ -13,41 +13,37 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.errors import ConfigError, ModelError
+from typing import Literal
+
+from ..core.config import Fraction, PositiveInt
+from ..core.data import forward, take
+from ..core.errors import ConfigError
 from ..train import Callback
-from .api import QUANTIZE_TRANSFORMS
+from .api import QUANTIZE, QuantizeConfig, quantize_layers, report_bits
 from .bn_fold import fold_bn_
-from .fake import FakeQuant, attach, dequantize_, quantizable_layers, weight_quantizers
-from .observers import MinMax, check_observer
+from .fake import FakeQuant, attach, dequantize_, weight_quantizers
+from .observers import MinMax, Observer
 from .primitives import PerChannel, PerTensor, QuantSpec, check_bits, sqnr_db
-from .ptq import calibrate, iter_inputs
+from .ptq import calibrate
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class QAT:
+class QAT(QuantizeConfig):
+    """Quantization-aware training: fake-quant weights (and inputs) with straight-through gradients; fine-tune
+    afterwards, then :func:`convert_qat_` (``learn_scale``: LSQ learned scales)."""
+
     weight: QuantSpec = field(default_factory=lambda: QuantSpec(8, True, PerChannel(0)))
     activation: QuantSpec | None = field(default_factory=lambda: QuantSpec(8, False, PerTensor()))
     learn_scale: bool = False
-    ema_momentum: float = 0.99
-    weight_observer: object = None
-    skip: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if not isinstance(self.weight, QuantSpec):
-            raise ConfigError(f"QAT.weight must be a QuantSpec, got {self.weight!r}")
-        if not 0.0 <= self.ema_momentum < 1.0:
-            raise ConfigError(f"QAT.ema_momentum must be in [0, 1), got {self.ema_momentum}")
-        if self.weight_observer is not None:
-            check_observer(self.weight_observer, "QAT.weight_observer")
+    ema_momentum: Fraction = 0.99
+    weight_observer: Observer | None = None
 
 
-@QUANTIZE_TRANSFORMS.register(QAT)
-def _qat(model: nn.Module, config: QAT, data=None, **_) -> None:
-    layers = list(quantizable_layers(model, config.skip))
-    if not layers:
-        raise ModelError(f"{type(model).__name__} has no Conv/Linear layers to quantize")
+@QUANTIZE.register(QAT)
+def _qat(model: nn.Module, config: QAT, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
     for _, layer in layers:
         config.weight.axis_for(layer.weight)
     for _, layer in layers:
@@ -65,6 +61,7 @@ def _qat(model: nn.Module, config: QAT, data=None, **_) -> None:
                 if data is not None:
                     m._ema = (m.tracker.min.reshape(()), m.tracker.max.reshape(()))
                 m.tracker.sample_size = 1  # keep training cheap: the EMA is what ranges the activations
+    report_bits(report, layers, config.weight, config.activation)
 
 
 class FreezeBN(Callback):
@@ -102,24 +99,35 @@ def convert_qat_(model: nn.Module, fold_bn: bool = True) -> None:
 
 
 @dataclass(frozen=True)
-class Float16:
-    """Cast the model to 16-bit floats: ``torch.bfloat16`` (AMX / AVX512-BF16 kernels where the CPU has
-    them) or ``torch.float16``."""
+class Float16(QuantizeConfig):
+    """Cast the model to 16-bit floats: ``"bfloat16"`` (AMX / AVX512-BF16 kernels where the CPU has
+    them) or ``"float16"`` (``torch.bfloat16`` / ``torch.float16`` are accepted too)."""
 
-    dtype: torch.dtype = torch.bfloat16
+    dtype: Literal["bfloat16", "float16"] = "bfloat16"
 
     def __post_init__(self):
-        if self.dtype not in (torch.bfloat16, torch.float16):
-            raise ConfigError(f"Float16.dtype={self.dtype!r}; allowed: torch.bfloat16, torch.float16")
+        if isinstance(self.dtype, torch.dtype):
+            object.__setattr__(self, "dtype", str(self.dtype).removeprefix("torch."))
+        super().__post_init__()
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
 
 
-@QUANTIZE_TRANSFORMS.register(Float16)
-def _float16(model: nn.Module, config: Float16, data=None, **_) -> None:
-    model.to(config.dtype)
+@QUANTIZE.register(Float16)
+def _float16(model: nn.Module, config: Float16, report, *, data=None, example_inputs=None) -> None:
+    layers = quantize_layers(model, config, report)
+    if config.include == ("*",) and not config.exclude:
+        model.to(config.torch_dtype)
+    else:
+        for _, layer in layers:
+            layer.to(config.torch_dtype)
+    report_bits(report, layers, 16, what=f"{config.dtype} weights")
 
 
 @dataclass(frozen=True)
-class MixedPrecision:
+class MixedPrecision(QuantizeConfig):
     """Per-layer weight bit widths chosen by measured sensitivity under a size budget.
 
     ``budget_bits``: average bits per weight allowed over the quantized layers. Sensitivity of a
@@ -127,12 +135,11 @@ class MixedPrecision:
 
     budget_bits: float = 4.0
     candidates: tuple[int, ...] = (2, 3, 4, 6, 8)
-    # min/max, not MSE: on ResNet-20 MSE-clipped 4-bit weights cost 4.4 points vs 1.1 (benchmarks.quant_ptq)
-    observer: object = field(default_factory=MinMax)
-    calib_batches: int = 4
-    skip: tuple[str, ...] = ()
+    # min/max, not MSE: MSE-clipped 4-bit weights cost ResNet-20 far more accuracy (benchmarks.quant_ptq)
+    observer: Observer = field(default_factory=MinMax)
+    calib_batches: PositiveInt = 4
 
-    def __post_init__(self):
+    def validate(self):
         if not self.candidates:
             raise ConfigError("MixedPrecision.candidates must not be empty")
         for b in self.candidates:
@@ -148,24 +155,22 @@ def _output_sqnr(model, x, ref, layer, bits, observer) -> float:
     for wq in weight_quantizers(layer):
         wq.freeze(layer.parametrizations.weight.original)
     with torch.no_grad():
-        out = model(x)
+        out = forward(model, x)
     from .fake import detach_quant
 
     detach_quant(layer, bake=False)
     return sqnr_db(ref, out)
 
 
-@QUANTIZE_TRANSFORMS.register(MixedPrecision)
-def _mixed(model: nn.Module, config: MixedPrecision, data=None, **_) -> dict[str, int]:
-    """Returns {layer: bits}; the model gets per-channel weight fake-quant at those widths."""
-    layers = list(quantizable_layers(model, config.skip))
-    if not layers:
-        raise ModelError(f"{type(model).__name__} has no Conv/Linear layers to quantize")
-    x = torch.cat(list(iter_inputs(data, 128, config.calib_batches)))
+@QUANTIZE.register(MixedPrecision)
+def _mixed(model: nn.Module, config: MixedPrecision, report, *, data=None, example_inputs=None) -> None:
+    """The model gets per-channel weight fake-quant at the chosen widths (``report.details["bits"]``)."""
+    layers = quantize_layers(model, config, report)
+    x, _ = take(data, 128 * config.calib_batches)
     was = model.training
     model.eval()
     with torch.no_grad():
-        ref = model(x)
+        ref = forward(model, x)
     cands = sorted(set(config.candidates))
     sens = {name: {b: _output_sqnr(model, x, ref, layer, b, config.observer) for b in cands} for name, layer in layers}
     sizes = {name: layer.weight.numel() for name, layer in layers}
@@ -193,7 +198,7 @@ def _mixed(model: nn.Module, config: MixedPrecision, data=None, **_) -> dict[str
             wq.freeze(layer.parametrizations.weight.original)
     model.train(was)
     log.info("mixed precision: %s (avg %.2f bits)", bits, sum(bits[n] * sizes[n] for n in bits) / total)
-    return bits
+    report_bits(report, layers, bits)
 
 
 __all__ = ["QAT", "FreezeBN", "Float16", "MixedPrecision", "convert_qat_", "freeze_bn_"]

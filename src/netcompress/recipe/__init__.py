@@ -1,4 +1,5 @@
-"""YAML recipes: schema, loader (safe_load + registries only), stage registry and the runner.
+"""YAML recipes: schema, loader (safe_load + registries only), stages (one per verb, plus fine-tune, export and
+sensitivity) and the runner.
 
 >>> from netcompress.recipe import loads_recipe
 >>> r = loads_recipe("model: {name: lenet5}\\nstages:\\n  - {type: export}\\n")
@@ -6,9 +7,8 @@
 ['export']
 """
 from .errors import RecipeError
-from .registry import (CALLBACKS, EXPORTERS, LOSSES, STAGES, VOCAB, StageParams, StageType, build_typed,
-                       register_stage)
-from .schema import Recipe, TrainSpec, load_recipe, loads_recipe, parse_recipe, recipe_to_dict
+from .registry import STAGES, StageType, register_stage, stage_names
+from .schema import Recipe, load_recipe, loads_recipe, parse_recipe, recipe_to_dict
 
 
 def run_recipe(*args, **kwargs):
@@ -18,6 +18,5 @@ def run_recipe(*args, **kwargs):
     return run(*args, **kwargs)
 
 
-__all__ = ["CALLBACKS", "EXPORTERS", "LOSSES", "Recipe", "RecipeError", "STAGES", "StageParams", "StageType",
-           "TrainSpec", "VOCAB", "build_typed", "load_recipe", "loads_recipe", "parse_recipe", "recipe_to_dict",
-           "register_stage", "run_recipe"]
+__all__ = ["Recipe", "RecipeError", "STAGES", "StageType", "load_recipe", "loads_recipe", "parse_recipe",
+           "recipe_to_dict", "register_stage", "run_recipe", "stage_names"]

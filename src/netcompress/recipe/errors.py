@@ -30,15 +30,17 @@ class RecipeError(ConfigError):
 
     def __init__(self, source: str, problems: Iterable[tuple[Sequence[Any], str]]):
         self.source = source
-        self.problems = [(tuple(loc), msg) for loc, msg in problems]
-        lines = [f"{source}: {key_path(loc)}: {msg}" for loc, msg in self.problems[:MAX_SHOWN]]
+        # loc None: the message starts with its own key path (config errors, e.g. "stages[1].config.ratio must be")
+        self.problems = [(None if loc is None else tuple(loc), msg) for loc, msg in problems]
+        lines = [f"{source}: {msg}" if loc is None else f"{source}: {key_path(loc)}: {msg}"
+                 for loc, msg in self.problems[:MAX_SHOWN]]
         if len(self.problems) > MAX_SHOWN:
             lines.append(f"... and {len(self.problems) - MAX_SHOWN} more problems")
         super().__init__("\n".join(lines) if lines else f"{source}: invalid recipe")
 
     @property
     def paths(self) -> list[str]:
-        return [key_path(loc) for loc, _ in self.problems]
+        return [key_path(loc) if loc is not None else msg.split(":")[0].split(" ")[0] for loc, msg in self.problems]
 
 
 def unknown_key(key: Any, allowed: Sequence[str]) -> str:

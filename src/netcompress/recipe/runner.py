@@ -308,7 +308,7 @@ def _baseline(ctx: RunContext) -> None:
         load_weights_into(ctx.model, path)
         return
     if spec.pretrain is not None:
-        from .builtin import train_model
+        from .stages import train_model
 
         ctx.log_event("stage_start", stage="baseline")
         train_model(ctx, spec.pretrain, ctx.stage_dir, ctx.recipe.seed)

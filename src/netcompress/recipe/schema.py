@@ -23,50 +23,22 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_serializer, field_validator,
+                      model_validator)
 
 from ..core.errors import ConfigError
 from .errors import RecipeError, short_repr, unknown_key, unknown_name
-from .registry import StageParams, stage_type
+from ..core.config import Config
+from ..train import TrainConfig
+from .registry import stage_type
 
 MAX_RECIPE_BYTES = 1 << 20
 FACTORY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 Scalar = Union[bool, int, float, str, None]
-TRAIN_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "nesterov", "scheduler",
-                "step_size", "gamma", "grad_clip", "label_smoothing")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class TrainSpec(StageParams):
-    """Training hyper-parameters (the fields of :class:`netcompress.train.TrainConfig`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-    epochs: int = Field(1, ge=0, le=10_000)
-    batch_size: int = Field(128, ge=1, le=1 << 16)
-    lr: float = Field(0.01, gt=0, le=100)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, le=1)
-    nesterov: bool = False
-    scheduler: Optional[Literal["cosine", "step", "onecycle"]] = "cosine"
-    step_size: int = Field(30, ge=1)
-    gamma: float = Field(0.1, gt=0, le=1)
-    grad_clip: Optional[float] = Field(None, gt=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-
-    def train_config(self, seed: int, progress: bool = True):
-        from ..train import TrainConfig
-
-        return TrainConfig(seed=seed, progress=progress, **{k: getattr(self, k) for k in TRAIN_FIELDS})
-
-    @model_validator(mode="after")
-    def _cross_check(self):
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
-            raise ValueError("nesterov: true needs optimizer 'sgd' with momentum > 0")
-        return self
 
 
 class ModelSpec(_Strict):
@@ -83,7 +55,21 @@ class ModelSpec(_Strict):
     factory: Optional[str] = None
     kwargs: dict[str, Union[Scalar, list[Scalar]]] = Field(default_factory=dict)
     weights: Optional[str] = None
-    pretrain: Optional[TrainSpec] = None
+    pretrain: Optional[Any] = None  # a TrainConfig (the baseline is trained in the run)
+
+    @field_validator("pretrain", mode="before")
+    @classmethod
+    def _train_config(cls, v):
+        if v is None or isinstance(v, TrainConfig):
+            return v
+        try:
+            return TrainConfig.from_dict(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_serializer("pretrain")
+    def _dump_train(self, v):
+        return None if v is None else {k: x for k, x in v.to_dict().items() if k != "type"}
 
     @field_validator("name")
     @classmethod
@@ -249,14 +235,10 @@ def _parse_stage(i: int, raw: dict, problems: list) -> Optional[Stage]:
     if kind is None:
         problems.append((loc, "each stage needs a 'type' key (e.g. fine-tune, prune, export)"))
         return None
-    from .registry import PLANNED, STAGES, load_providers
+    from .registry import STAGES, stage_names
 
-    load_providers()
-    if not isinstance(kind, str) or kind not in STAGES:
-        msg = unknown_name("stage type", kind, STAGES.names())
-        if isinstance(kind, str) and kind in PLANNED:
-            msg += f" (the {kind!r} stage comes with {PLANNED[kind]}, not installed in this build)"
-        problems.append((loc + ("type",), msg))
+    if not isinstance(kind, str) or kind not in stage_names():
+        problems.append((loc + ("type",), unknown_name("stage type", kind, STAGES.names())))
         return None
     st = stage_type(kind)
     name = raw.get("name", f"{i + 1:02d}-{kind}")
@@ -264,12 +246,15 @@ def _parse_stage(i: int, raw: dict, problems: list) -> Optional[Stage]:
         problems.append((loc + ("name",), f"must match [A-Za-z0-9_.-]{{1,64}} and not be 'baseline'; got {short_repr(name)}"))
         return None
     params = {k: v for k, v in raw.items() if k not in ("type", "name")}
+    fixed = [k for k in ("seed", "progress") if k in params and issubclass(st.params, TrainConfig)]
+    if fixed:
+        problems.append((loc + (fixed[0],), "a stage's seed and progress come from the run (the recipe's top-level "
+                                            "seed, the command line); remove it here"))
+        return None
     try:
-        return Stage(i, kind, name, st.params.model_validate(params))
-    except ValidationError as exc:
-        problems.extend(_problems(st.params, exc, loc))
-    except ConfigError as exc:  # a family's config __post_init__ outside a pydantic validator
-        problems.append((loc, str(exc)))
+        return Stage(i, kind, name, st.params.from_dict(params, where=f"stages[{i}]"))
+    except ConfigError as exc:
+        problems.append((None, str(exc)))
     return None
 
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
+from ..core.config import Config
+
 if TYPE_CHECKING:  # pragma: no cover
     from .trainer import Trainer
 
@@ -67,3 +69,13 @@ class Callback:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+class CallbackConfig(Config):
+    """A trainer callback as data, so a recipe's fine-tune stage can name it (``callbacks: [{type: Distill}]``).
+
+    ``build`` makes the callback for ``model``; ``teacher`` is a function returning the teacher model (the run's
+    baseline), called only by callbacks that need one; ``data`` is calibration data."""
+
+    def build(self, model, *, teacher=None, data=None, example_inputs=None) -> Callback:
+        raise NotImplementedError

@@ -57,7 +57,7 @@ def test_round_to_multiple():
 
 def test_keep_protects_a_layer():
     model = resnet()
-    prune_channels(model, ChannelPruning(ratio=0.5, keep=("layer1.0.conv1", "layer3")), X)
+    prune_channels(model, ChannelPruning(ratio=0.5, exclude=("layer1.0.conv1", "layer3")), X)
     assert model.layer1[0].conv1.out_channels == 16
     assert model.layer1[1].conv1.out_channels == 8
     assert all(m.out_channels == 64 for m in model.layer3.modules() if isinstance(m, torch.nn.Conv2d))
@@ -73,14 +73,14 @@ def test_l1_removes_the_smallest_filters():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: ChannelPruning(ratio=1.0), r"ratio must be a number in \[0, 1\), got 1.0"),
+    (lambda: ChannelPruning(ratio=1.0), r"ratio must be a number in \[0, 1\); got 1.0"),
     (lambda: ChannelPruning(ratio=-0.1), r"ratio"),
     (lambda: ChannelPruning(), r"exactly one of ratio"),
     (lambda: ChannelPruning(ratio=0.2, budget=MACs(0.5)), r"exactly one of ratio"),
     (lambda: MACs(0.0), r"MACs.fraction"),
     (lambda: ChannelPruning(ratio=0.2, round_to=0), r"round_to"),
-    (lambda: ChannelPruning(ratio=0.2, keep="conv1"), r"keep must be a tuple"),
-    (lambda: ChannelPruning(ratio=0.2, scope="global"), r"scope must be Local\(\), Global\(\) or LatencyAware\(\)"),
+    (lambda: ChannelPruning(ratio=0.2, exclude=3), r"exclude must be a list of strings"),
+    (lambda: ChannelPruning(ratio=0.2, scope="globl"), r"scope: unknown ChannelScope 'globl'. Did you mean 'Global'\? Allowed: Global, LatencyAware, Local"),
 ])
 def test_bad_config(make, match):
     with pytest.raises(ConfigError, match=match):
@@ -90,8 +90,8 @@ def test_bad_config(make, match):
 def test_missing_keep_layer_is_named_and_model_untouched():
     model, ref = resnet(), resnet()
     ref.load_state_dict(model.state_dict())
-    with pytest.raises(ConfigError, match=r"keep: layer 'layer1.0.conv9' does not exist.*Did you mean 'layer1.0.conv[12]'"):
-        nc.prune_(model, ChannelPruning(ratio=0.5, keep=("layer1.0.conv9",)), example_inputs=X)
+    with pytest.raises(ConfigError, match=r"pattern 'layer1.0.conv9' matches no layer. Did you mean 'layer1.0.conv[12]'"):
+        nc.prune_(model, ChannelPruning(ratio=0.5, exclude=("layer1.0.conv9",)), example_inputs=X)
     assert same(model, ref)
 
 

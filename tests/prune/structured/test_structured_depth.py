@@ -60,8 +60,8 @@ def test_errors_leave_model_untouched():
     ref = copy.deepcopy(model.state_dict())
     with pytest.raises(ConfigError, match=r"only 7 blocks can be removed.*best reachable is blocks=7"):
         prune_blocks(model, BlockPruning(blocks=9), X)
-    with pytest.raises(ConfigError, match=r"keep: layer 'layer9'"):
-        prune_blocks(model, BlockPruning(blocks=1, keep=("layer9",)), X)
+    with pytest.raises(ConfigError, match=r"'layer9' matches no module"):
+        prune_blocks(model, BlockPruning(blocks=1, exclude=("layer9",)), X)
     with pytest.raises(ConfigError, match=r"exactly one of blocks"):
         BlockPruning()
     assert list(model.state_dict()) == list(ref)

@@ -9,13 +9,16 @@ import torch
 from torch import nn
 
 from ...core.errors import ConfigError, DataError
+from ...core.select import candidates, select_layers
 from ...graph import ChannelGraph, PrunePlan
-from ..api import PRUNE_TRANSFORMS
+from ..api import PRUNE
 from .config import ChannelPruning, Latency, LatencyAware
 from .importance import L1
 from .search import group_scores, normalised, select, solve_budget
 
 log = logging.getLogger(__name__)
+#: layers whose output channels structured pruning removes (their consumers and norms follow)
+PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
 
 
 @dataclass
@@ -27,6 +30,7 @@ class PruneResult:
     before: dict
     after: dict
     latency: dict = field(default_factory=dict)  # Latency budgets: predicted vs measured
+    skipped: list = field(default_factory=list)  # layers whose output channels were left alone, and why
 
     @property
     def mac_ratio(self) -> float:
@@ -72,7 +76,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
     if not isinstance(config, ChannelPruning):
         raise ConfigError(f"prune_channels takes a ChannelPruning config, got {type(config).__name__}")
     x = example_from(data, example_inputs)
-    graph = ChannelGraph(model, x, keep=config.keep)
+    sel = select_layers(model, config.include, config.exclude, supported=PRODUCERS, who="ChannelPruning")
+    chosen = set(sel.names)
+    graph = ChannelGraph(model, x, keep=tuple(n for n, m in candidates(model, PRODUCERS)
+                                              if n not in chosen and isinstance(m, PRODUCERS)))
     if not graph.groups:
         raise ConfigError(f"{type(model).__name__} has no prunable channels (all are inputs, outputs, kept "
                           "layers or mixed by channel-wise ops)")
@@ -103,11 +110,28 @@ def prune_channels(model: nn.Module, config: ChannelPruning, example_inputs=None
     if plan_path is not None:
         plan.save(plan_path, force=force)
     plan.apply(model)
-    result = PruneResult(plan, before, after, latency)
+    result = PruneResult(plan, before, after, latency, sel.skipped)
     log.info("structured pruning: %s", result.summary())
     return result
 
 
-@PRUNE_TRANSFORMS.register(ChannelPruning)
-def _channel_pruning(model, config, data=None, example_inputs=None, **kwargs):
-    return prune_channels(model, config, example_inputs=example_inputs, data=data, **kwargs)
+def report_plan(report, result: PruneResult) -> None:
+    """Per module of the plan, the channel counts before and after; replaced blocks; the plan and costs."""
+    plan = result.plan
+    mods = dict(report.model.named_modules())
+    for name, roles in plan.modules.items():
+        sizes = {role: (plan.dense.get(name, {}).get(role), len(keep)) for role, keep in roles.items()}
+        what = ", ".join(f"{role} {a} -> {b}" for role, (a, b) in sizes.items() if a != b)
+        if what:
+            report.change(name, mods[name], f"channels {what}", {r: a for r, (a, _) in sizes.items()},
+                          {r: b for r, (_, b) in sizes.items()})
+    for name, kind in plan.replace.items():
+        report.change(name, mods.get(name, kind), f"block replaced by {kind}")
+    report.skipped.extend(result.skipped)
+    report.details.update(plan=plan, result=result, before=result.before, after=result.after,
+                          latency=result.latency)
+
+
+@PRUNE.register(ChannelPruning)
+def _channel_pruning(model, config, report, *, data=None, example_inputs=None, loss_fn=None):
+    report_plan(report, prune_channels(model, config, example_inputs=example_inputs, data=data, loss_fn=loss_fn))

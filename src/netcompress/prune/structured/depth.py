@@ -6,6 +6,7 @@ like the input; it is replaced by ReLU (or Identity), which equals the block wit
 from __future__ import annotations
 
 import copy
+import fnmatch
 import logging
 import math
 import operator
@@ -14,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ...core.data import forward, iter_inputs
 from ...core.errors import ConfigError
 from ...graph import ChannelGraph, PrunePlan
 from ...graph.trace import shape_of, trace
-from ..api import PRUNE_TRANSFORMS
-from .channels import PruneResult, example_from
+from ..api import PRUNE
+from .channels import PruneResult, example_from, report_plan
 from .config import BlockPruning, LatencyAware, MACs
-from .importance import _batches
 
 log = logging.getLogger(__name__)
 _ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
@@ -95,11 +96,8 @@ def block_contributions(model: nn.Module, blocks: dict[str, tuple], data, batche
     was_training = model.training
     model.eval()
     try:
-        for k, batch in enumerate(_batches(data, batch_size)):
-            if k >= batches:
-                break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x)
+        for x in iter_inputs(data, batch_size=batch_size, max_batches=batches, shuffle=True):
+            forward(model, x)
             for n, (branch, _, gm, _) in blocks.items():
                 cap = _Capture(gm, branch)
                 cap.run(inputs[n])
@@ -196,16 +194,18 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
         raise ConfigError(f"prune_blocks takes a BlockPruning config, got {type(config).__name__}")
     x = example_from(data, example_inputs)
     blocks = find_blocks(model, x)
-    names = dict(model.named_modules())
-    for k in config.keep:
-        if k not in names:
-            from ...core.registry import did_you_mean
+    names = [n for n, _ in model.named_modules()]
+    for pat in (*config.include, *config.exclude):
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            raise ConfigError(f"BlockPruning: {pat!r} matches no module of {type(model).__name__}; "
+                              f"residual blocks: {', '.join(blocks) or '(none)'}")
 
-            raise ConfigError(f"keep: layer {k!r} does not exist in {type(model).__name__}.{did_you_mean(k, list(names))}")
-    candidates = {n: b for n, b in blocks.items() if not any(n == k or n.startswith(k + ".") for k in config.keep)}
+    def hit(n, patterns):
+        return any(fnmatch.fnmatchcase(n, p) or n.startswith(p + ".") for p in patterns)
+    candidates = {n: b for n, b in blocks.items() if hit(n, config.include) and not hit(n, config.exclude)}
     if not candidates:
         raise ConfigError(f"{type(model).__name__} has no removable residual block (x + branch(x) with an "
-                          "unchanged shape) outside keep=")
+                          "unchanged shape) within include= / outside exclude=")
     contrib = block_contributions(model, candidates, data if data is not None else (x,), config.batches,
                                   config.batch_size)
     graph = ChannelGraph(model, x)
@@ -235,6 +235,6 @@ def prune_blocks(model: nn.Module, config: BlockPruning, example_inputs=None, da
     return PruneResult(plan, before, after, report)
 
 
-@PRUNE_TRANSFORMS.register(BlockPruning)
-def _block_pruning(model, config, data=None, example_inputs=None, **kwargs):
-    return prune_blocks(model, config, example_inputs=example_inputs, data=data, **kwargs)
+@PRUNE.register(BlockPruning)
+def _block_pruning(model, config, report, *, data=None, example_inputs=None, loss_fn=None):
+    report_plan(report, prune_blocks(model, config, example_inputs=example_inputs, data=data))

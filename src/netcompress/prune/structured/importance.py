@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.config import Config, PositiveInt
+from ...core.data import iter_batches, forward
 from ...core.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def _producers(model: nn.Module, group) -> list[tuple[nn.Module, str, list[np.nd
     return out
 
 
-class Importance:
+class Importance(Config):
     """Base: subclasses implement ``__call__``; ``comparable`` says whether raw scores can be ranked
     across layers (Global scope normalises them per group otherwise)."""
 
@@ -101,12 +103,8 @@ class Taylor(Importance):
     """First-order Taylor (Molchanov et al. 2019): (sum over a channel's weights of g * w)^2, averaged over
     ``batches`` mini-batches of ``data`` -- the loss change if the channel were removed."""
 
-    batches: int = 8
-    batch_size: int = 64
-
-    def __post_init__(self):
-        if self.batches < 1 or self.batch_size < 1:
-            raise ConfigError(f"Taylor.batches and batch_size must be >= 1, got {self.batches}, {self.batch_size}")
+    batches: PositiveInt = 8
+    batch_size: PositiveInt = 64
 
     def prepare(self, model, graph, data=None, loss_fn=None) -> "Precomputed":
         if data is None:
@@ -121,13 +119,11 @@ class Taylor(Importance):
         model.eval()  # running statistics must not move while we score
         scores: dict[tuple[int, int], np.ndarray] = {}
         try:
-            for k, (x, y) in enumerate(_batches(data, self.batch_size)):
-                if k >= self.batches:
-                    break
+            for x, y in iter_batches(data, batch_size=self.batch_size, max_batches=self.batches, shuffle=True):
                 for p in params.values():
                     p.grad = None
                     p.requires_grad_(True)
-                loss_fn(model(x), y, x).backward()
+                loss_fn(forward(model, x), y, x).backward()
                 for n, p in params.items():  # per channel sum of g * w
                     gw = (p.grad * p.detach()) if p.grad is not None else torch.zeros_like(p)
                     if isinstance(mods[n], _CONVT):
@@ -159,15 +155,3 @@ class Precomputed(Importance):
 
     def __call__(self, model, group):
         return np.asarray(self.scores[group.index], dtype=np.float64)
-
-
-def _batches(data, batch_size: int):
-    """(x, y) mini-batches from a Dataset, a DataLoader/iterable of pairs, or an (x, y) tuple of tensors."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        for i in range(0, len(data[0]), batch_size):
-            yield data[0][i:i + batch_size], data[1][i:i + batch_size]
-    elif isinstance(data, torch.utils.data.Dataset):
-        g = torch.Generator().manual_seed(0)
-        yield from torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=g)
-    else:
-        yield from data
