@@ -82,3 +82,24 @@ def test_nothing_to_quantize_is_a_clear_error(tmp_path):
         to_nbits_onnx(nn.Sequential(nn.Linear(4, 2)), torch.randn(1, 4), tmp_path / "m.onnx")
     with pytest.raises(ConfigError, match="block_size must be one of 16, 32, 64, 128, 256"):
         NBitsOnnx(block_size=48)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_weight_only_in_torch_is_what_the_file_computes(symmetric, tmp_path):
+    """quantize_(WeightOnly) simulates the shipped codes exactly: torch and onnxruntime (fp32 compute) agree, and only
+    the layers torch quantized are stored at 4 bits."""
+    import netcompress as nc
+    from netcompress.quantize import WeightOnly
+
+    model = Tiny().eval()
+    ids = torch.randint(0, 64, (4, 9))
+    dense = model(ids).detach()
+    report = nc.quantize_(model, WeightOnly(bits=4, block_size=32, symmetric=symmetric, exclude=("fc2",)))
+    assert set(report.details["bits"]) == {"emb", "fc1", "head"}
+    simulated = model(ids).detach()
+    assert not torch.allclose(simulated, dense, atol=1e-4)  # the codes change the output
+    path = to_nbits_onnx(model, ids, tmp_path / "m.onnx", NBitsOnnx(accuracy_level=0))
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("MatMulNBits") == 2 and ops.count("GatherBlockQuantized") == 1 and "MatMul" in ops, ops
+    got = ort_session(path).run(None, {"input": ids.numpy()})[0]
+    assert np.abs(got - simulated.numpy()).max() < 1e-4

@@ -116,10 +116,11 @@ def _attr(node, name, default):
 
 
 def quantize_nbits_onnx(fp32_path: str | Path, out_path: str | Path, config: NBitsOnnx = NBitsOnnx(),
-                        force: bool = False) -> dict:
+                        force: bool = False, only=None) -> dict:
     """Rewrite the fp32 ONNX file at ``fp32_path`` into ``out_path``: weights of ``MatMul`` / ``Gemm`` (and, with
-    ``config.embeddings``, of ``Gather``) become ``MatMulNBits`` / ``GatherBlockQuantized`` codes. Returns
-    ``{"layers": {initializer: [rows, cols]}, "kept_fp32": [...]}``; refuses a graph with nothing to quantize."""
+    ``config.embeddings``, of ``Gather``) become ``MatMulNBits`` / ``GatherBlockQuantized`` codes; ``only`` (a
+    function of the (out, in) weight array) narrows which. Returns ``{"layers": {initializer: [rows, cols]},
+    "kept_fp32": [...]}``; refuses a graph with nothing to quantize."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -145,7 +146,7 @@ def quantize_nbits_onnx(fp32_path: str | Path, out_path: str | Path, config: NBi
         if node.op_type == "Gather" and config.embeddings and node.input[0] in inits and _attr(node, "axis", 0) == 0:
             table = numpy_helper.to_array(inits[node.input[0]])
             if (table.ndim == 2 and table.size >= config.min_elements and table.dtype == np.float32
-                    and (bits == 8 or table.shape[1] % 2 == 0)):
+                    and (bits == 8 or table.shape[1] % 2 == 0) and (only is None or only(table))):
                 q, scale, zp = codes_for(node.input[0], table)
                 base = f"{node.input[0]}_q{bits}"
                 ins = [base, node.input[1], base + "_scales"]
@@ -178,6 +179,10 @@ def quantize_nbits_onnx(fp32_path: str | Path, out_path: str | Path, config: NBi
             continue
         if not gemm or _attr(node, "transB", 0) == 0:
             w = w.T  # (K, N) -> (N, K): MatMulNBits stores output rows
+        if only is not None and not only(w):
+            kept.append(weight)
+            new_nodes.append(node)
+            continue
         n, k = w.shape
         q, scale, zp = codes_for(weight, w)
         base = f"{weight}_q{bits}"
@@ -213,12 +218,35 @@ def quantize_nbits_onnx(fp32_path: str | Path, out_path: str | Path, config: NBi
 def to_nbits_onnx(model: nn.Module, example_inputs, path: str | Path, config: NBitsOnnx = NBitsOnnx(), *,
                   input_names=None, dynamic_dims=None, force: bool = False) -> Path:
     """Export ``model`` to fp32 ONNX (checked by onnxruntime), then store its weights at ``config.bits`` at ``path``.
-    The result runs in onnxruntime's CPU provider (``export.ort_session``)."""
+    The result runs in onnxruntime's CPU provider (``export.ort_session``).
+
+    A model quantized by ``quantize_(model, WeightOnly(...))`` ships exactly its quantized layers, with the codes
+    it computes with in torch (its bits, blocks and symmetry override ``config``'s)."""
+    import copy
+
+    from ..quantize.weight_only import block_quantizers, remove_block_quant_
     from .onnx import to_onnx
 
     path = ensure_writable(path, force)
+    only = None
+    quantizers = block_quantizers(model)
+    if quantizers:
+        kinds = {(q.bits, q.block_size, q.symmetric) for q in quantizers.values()}
+        if len(kinds) > 1:
+            raise ConfigError(f"layers are quantized with different settings {sorted(kinds)}; one file holds one "
+                              "bit width and block size")
+        bits, block_size, symmetric = kinds.pop()
+        config = config.replace(bits=bits, block_size=block_size, symmetric=symmetric, min_elements=1)
+        model = copy.deepcopy(model)
+        remove_block_quant_(model)
+        shadows = {_digest(model.get_submodule(n).weight.detach().numpy()) for n in quantizers}
+        only = lambda w: _digest(w) in shadows  # noqa: E731 -- the initializers that hold quantized layers
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = to_onnx(model, example_inputs, Path(tmp) / "fp32.onnx", input_names=input_names,
                        dynamic_dims=dynamic_dims)
-        quantize_nbits_onnx(fp32, path, config, force=True)
+        quantize_nbits_onnx(fp32, path, config, force=True, only=only)
     return path
+
+
+def _digest(w: np.ndarray) -> tuple:
+    return w.shape, hash(np.ascontiguousarray(w, dtype=np.float32).tobytes())
