@@ -14,7 +14,7 @@ from torch import nn
 from ..core.config import Config, Interval
 from ..core.registry import Registry
 from .nbits import NBitsOnnx
-from .onnx import DEFAULT_OPSET
+from .onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .quantized import Int8Onnx
 
 
@@ -25,7 +25,7 @@ class ExportOptions(Config):
     through the export stage, which adds the formats.)"""
 
     _abstract = True
-    opset: Annotated[int, Interval(13, 21)] = DEFAULT_OPSET
+    opset: Annotated[int, Interval(MIN_OPSET, MAX_OPSET)] = DEFAULT_OPSET
     verify: bool = True
     atol: Annotated[float, Interval(0, 1, "(]")] = 1e-4
     compact: bool = True
