@@ -67,5 +67,76 @@ def test_valid_file_with_unsafe_type_is_not_called_corrupt(tmp_path):
 
     p = tmp_path / "c.pt"
     torch.save({"x": np.arange(3)}, p)
-    with pytest.raises(CheckpointError, match="without executing code"):
+    with pytest.raises(CheckpointError, match=r"would run code when loaded \(it imports numpy") as info:
         safe_torch_load(p)
+    assert "corrupt" not in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_failed_write_leaves_neither_file_nor_temporaries(tmp_path):
+    from netcompress.core.io import atomic_write
+
+    def write(tmp):
+        tmp.write_bytes(b"half")
+        (tmp.parent / (tmp.name + ".data")).write_bytes(b"side file an exporter made")
+        raise RuntimeError("exporter crashed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "m.onnx", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        from netcompress.core.io import _umask
+
+        _umask.cache_clear()
+        p = save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+        _umask.cache_clear()
+    assert p.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: others can read the artifacts
+
+
+def test_disk_full_is_named_with_the_path(tmp_path):
+    import errno
+
+    from netcompress.core.errors import DiskFullError
+    from netcompress.core.io import atomic_write
+
+    def write(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError, match=r"disk full \(ENOSPC\).*x\.bin"):
+        atomic_write(tmp_path / "x.bin", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_save_failure_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    """torch.save reports ENOSPC as 'unexpected pos'; the free space left tells it apart."""
+    import os as _os
+
+    from netcompress.core.errors import DiskFullError
+
+    class Full:
+        f_bavail, f_frsize = 0, 4096
+
+    monkeypatch.setattr("netcompress.core.io.os.statvfs", lambda _: Full())
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")))
+    with pytest.raises(DiskFullError, match="c.pt"):
+        atomic_torch_save({"w": torch.ones(3)}, tmp_path / "c.pt")
+    assert _os.listdir(tmp_path) == []
+
+
+def test_state_dict_of_ints_or_wrong_dtype_is_refused(tmp_path):
+    p = tmp_path / "w.pt"
+    torch.save({"weight": 3, "bias": 4}, p)
+    with pytest.raises(CheckpointError, match="holds a int at key 'weight', not a tensor"):
+        load_weights_into(nn.Linear(4, 3), p)
+    save_weights({"weight": torch.ones(3, 4, dtype=torch.int64), "bias": torch.ones(3, dtype=torch.bool)},
+                 tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="dtype mismatch.*weight: file int64 vs model float32"):
+        load_weights_into(nn.Linear(4, 3), tmp_path / "w.safetensors")

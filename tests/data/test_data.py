@@ -80,3 +80,23 @@ def test_fashion_mnist_real_files():
     assert (len(s.train), len(s.val), len(s.test)) == (55000, 5000, 10000)
     assert s.num_classes == 10 and s.input_shape == (1, 28, 28)
     assert torch.bincount(s.test.tensors[1]).tolist() == [1000] * 10
+
+
+def test_mnist_idx_needs_a_folder(monkeypatch):
+    """It never falls back to Fashion-MNIST."""
+    monkeypatch.delenv("NETCOMPRESS_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="needs a folder.*--data-dir"):
+        load_dataset("mnist_idx")
+
+
+@pytest.mark.parametrize("name", ["mnist_idx", "fashion_mnist"])
+def test_a_folder_is_named_by_what_it_is(tmp_path, name):
+    """Only the Fashion-MNIST package's folder is called fashion_mnist; any other carries its path."""
+    _fake_mnist_folder(tmp_path)
+    s = load_dataset(name, data_dir=tmp_path)
+    assert (s.name, s.source, s.label) == ("mnist_idx", str(tmp_path), f"mnist_idx ({tmp_path})")
+
+
+def test_digits_refuses_a_folder(tmp_path):
+    with pytest.raises(DataError, match="reads no folder"):
+        load_dataset("digits", data_dir=tmp_path)

@@ -102,3 +102,21 @@ def test_int8_of_a_dynamic_length_graph_leaves_no_files_behind(tmp_path, monkeyp
     got = ort_callable(ort_session(q))(ids, torch.ones(3, 11, dtype=torch.long))[0]
     with torch.no_grad():
         assert abs(got - m(ids, torch.ones(3, 11, dtype=torch.long)).numpy()).max() < 0.05
+
+
+def test_nan_in_a_buffer_is_named_not_called_a_disagreement(tmp_path):
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten()).eval()
+    with torch.no_grad():
+        m[1].running_var[2] = float("nan")
+    with pytest.raises(Exception, match=r"outputs hold NaN/Inf \(the model holds NaN/Inf in 1\.running_var \(1 of 4\)"):
+        to_onnx(m, torch.randn(1, 1, 6, 6), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []  # checked before the file is moved into place
+
+
+@pytest.mark.parametrize("opset", [3, 17, 24, True, "20"])
+def test_opset_outside_the_range_is_refused(tmp_path, opset):
+    from netcompress.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"choose 18\.\.23"):
+        to_onnx(create_model("lenet_300_100"), torch.randn(1, 1, 28, 28), tmp_path / "m.onnx", opset=opset)
+    assert list(tmp_path.iterdir()) == []

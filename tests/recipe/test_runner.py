@@ -77,9 +77,13 @@ def test_existing_run_directory_is_never_overwritten_without_force(reference, tm
     other = tmp_path / "notarun"
     other.mkdir()
     (other / "precious.txt").write_text("keep")
-    with pytest.raises(OutputExistsError, match="not a netcompress run directory"):
+    with pytest.raises(OutputExistsError, match="not created by netcompress"):
         run_recipe(write(tmp_path, TINY), other, force=True)
     assert (other / "precious.txt").read_text() == "keep"
+    (other / "run.json").write_text('{"format": "netcompress.run/1"}')  # a file name proves nothing
+    with pytest.raises(OutputExistsError, match="not created by netcompress"):
+        run_recipe(write(tmp_path, TINY), other, force=True)
+    assert sorted(p.name for p in other.iterdir()) == ["precious.txt", "run.json"]
 
 
 def test_resume_refuses_a_different_recipe(reference, tmp_path):

@@ -28,3 +28,15 @@ class OutputExistsError(NetcompressError):
 
 class DependencyError(NetcompressError, ImportError):
     """An optional package that a feature needs is not installed (the message names the install command)."""
+
+
+class OutputError(NetcompressError):
+    """An output cannot be written (no permission, read-only file system, a directory in the way...)."""
+
+
+class DiskFullError(OutputError):
+    """The file system holding an output is full (ENOSPC) or over quota (EDQUOT)."""
+
+
+class RunLockedError(NetcompressError):
+    """Another netcompress process is writing the same run directory."""

@@ -38,6 +38,12 @@ class Splits:
     input_shape: tuple[int, int, int]  # (C, H, W)
     mean: float
     std: float
+    source: str = ""  # where the files came from (a folder), so a run on other data is never named after this one
+
+    @property
+    def label(self) -> str:
+        """``name`` and, where it came from a folder, that folder: what outputs call the data."""
+        return f"{self.name} ({self.source})" if self.source else self.name
 
     def loaders(self, batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0):
         """(train, val, test) DataLoaders; the train order is seeded."""
@@ -84,7 +90,8 @@ def _split(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int):
     return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
 
 
-def _make_splits(name, train_xy, test_xy, num_classes, val_fraction, seed, mean=None, std=None) -> Splits:
+def _make_splits(name, train_xy, test_xy, num_classes, val_fraction, seed, mean=None, std=None,
+                 source: str = "") -> Splits:
     xtr, ytr = train_xy
     (xtr, ytr), (xva, yva) = _split(xtr, ytr, val_fraction, seed)
     # statistics of the training split only, so val/test stay unseen
@@ -93,26 +100,49 @@ def _make_splits(name, train_xy, test_xy, num_classes, val_fraction, seed, mean=
     norm = lambda t: ((t - mean) / std).contiguous()  # noqa: E731
     xte, yte = test_xy
     return Splits(name, TensorDataset(norm(xtr), ytr), TensorDataset(norm(xva), yva),
-                  TensorDataset(norm(xte), yte), num_classes, tuple(xtr.shape[1:]), mean, std)
+                  TensorDataset(norm(xte), yte), num_classes, tuple(xtr.shape[1:]), mean, std, source)
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    return Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_FASHION_DIR)
+    return Path(data_dir or os.environ.get(DATA_ENV) or DEFAULT_FASHION_DIR).expanduser()
+
+
+def _idx_splits(folder: Path, val_fraction: float, seed: int) -> Splits:
+    """Splits of an idx folder, named ``fashion_mnist`` only when it is the Fashion-MNIST package's folder, else
+    ``mnist_idx``; the folder is the source either way."""
+    raw = load_idx_folder(folder)
+    try:
+        name = "fashion_mnist" if folder.resolve() == DEFAULT_FASHION_DIR.resolve() else "mnist_idx"
+    except OSError:
+        name = "mnist_idx"
+    to_t = lambda a: (torch.from_numpy(a[0].astype(np.float32) / 255.0).unsqueeze(1),  # noqa: E731
+                      torch.from_numpy(a[1].astype(np.int64)))
+    train, test = to_t(raw["train"]), to_t(raw["test"])
+    if len(train[1]) == 0 or len(test[1]) == 0:
+        raise DataError(f"{folder}: the train or test files hold no images; pass a folder of MNIST-format idx files")
+    if int(train[1].min()) < 0 or int(test[1].min()) < 0:
+        raise DataError(f"{folder}: labels must be class indices >= 0")
+    num_classes = int(max(int(train[1].max()), int(test[1].max()))) + 1
+    return _make_splits(name, train, test, num_classes, val_fraction, seed, source=str(folder))
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(data_dir: str | Path | None = None, val_fraction: float = 1 / 12, seed: int = 0) -> Splits:
-    """Fashion-MNIST 60k/10k (train is split into 55k train + 5k val), images (N, 1, 28, 28).
-
-    ``data_dir`` may point at any MNIST-format folder (e.g. real MNIST)."""
-    raw = load_idx_folder(resolve_data_dir(data_dir))
-    to_t = lambda a: (torch.from_numpy(a[0].astype(np.float32) / 255.0).unsqueeze(1),  # noqa: E731
-                      torch.from_numpy(a[1].astype(np.int64)))
-    train, test = to_t(raw["train"]), to_t(raw["test"])
-    return _make_splits("fashion_mnist", train, test, int(train[1].max()) + 1, val_fraction, seed)
+    """Fashion-MNIST 60k/10k (train is split into 55k train + 5k val), images (N, 1, 28, 28), from the
+    Debian package's folder. Another folder (``data_dir``, env NETCOMPRESS_DATA_DIR) is read the same way
+    but named ``mnist_idx``: this code cannot tell what its files hold."""
+    return _idx_splits(resolve_data_dir(data_dir), val_fraction, seed)
 
 
-DATASETS.register("mnist_idx")(fashion_mnist)  # same reader, for a user's own MNIST-format folder
+@DATASETS.register("mnist_idx")
+def mnist_idx(data_dir: str | Path | None = None, val_fraction: float = 1 / 12, seed: int = 0) -> Splits:
+    """Any folder of MNIST-format idx files (MNIST, KMNIST, your own): ``data_dir`` or env NETCOMPRESS_DATA_DIR
+    is required (it never falls back to Fashion-MNIST). The folder is named as the data's source."""
+    folder = data_dir or os.environ.get(DATA_ENV)
+    if not folder:
+        raise DataError(f"data set 'mnist_idx' needs a folder: pass --data-dir DIR (data_dir: in a recipe, or env "
+                        f"{DATA_ENV}) holding train-images-idx3-ubyte[.gz] and the other three MNIST-format files")
+    return _idx_splits(Path(folder).expanduser(), val_fraction, seed)
 
 
 @DATASETS.register("digits")
@@ -123,6 +153,9 @@ def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
     ``image_size=28`` upsamples bilinearly so the 28x28 zoo models run on it unchanged."""
     from sklearn.datasets import load_digits
 
+    if data_dir is not None:
+        raise DataError(f"data set 'digits' ships inside scikit-learn and reads no folder; drop data_dir "
+                        f"({data_dir}) or use mnist_idx for a folder of idx files")
     bunch = load_digits()
     x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8)
     if image_size != 8:
@@ -133,7 +166,8 @@ def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
     n_test = int(round(len(x) * test_fraction))
     test = (x[perm[:n_test]], y[perm[:n_test]])
     train = (x[perm[n_test:]], y[perm[n_test:]])
-    return _make_splits("digits", train, test, 10, val_fraction, seed)
+    return _make_splits("digits", train, test, 10, val_fraction, seed,
+                        source="" if image_size == 8 else f"sklearn 8x8 upsampled to {image_size}x{image_size}")
 
 
 def load_dataset(name: str = "fashion_mnist", **kwargs) -> Splits:
@@ -142,7 +176,9 @@ def load_dataset(name: str = "fashion_mnist", **kwargs) -> Splits:
 
 
 def default_dataset(data_dir=None, seed: int = 0, image_size: int = 28) -> Splits:
-    """Fashion-MNIST when it is installed (or ``data_dir`` is given), else digits at ``image_size``."""
-    if data_dir is not None or resolve_data_dir(None).is_dir():
-        return fashion_mnist(data_dir=data_dir, seed=seed)
+    """``data_dir``'s idx files when given, else Fashion-MNIST when it is installed, else digits at ``image_size``."""
+    if data_dir is not None:
+        return mnist_idx(data_dir=data_dir, seed=seed)
+    if resolve_data_dir(None).is_dir():
+        return fashion_mnist(seed=seed)
     return digits(seed=seed, image_size=image_size)

@@ -13,20 +13,24 @@ from torch import nn
 
 from ..core.config import Config, Interval
 from ..core.registry import Registry
-from .onnx import DEFAULT_OPSET
+from .nbits import NBitsOnnx
+from .onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from .quantized import Int8Onnx
 
 
 @dataclass(frozen=True)
 class ExportOptions(Config):
     """How formats are written: ONNX ``opset``, whether onnxruntime is checked against torch (``verify``, within
-    ``atol``), short tensor names without debug metadata (``compact``), and the int8 settings."""
+    ``atol``), short tensor names without debug metadata (``compact``), and the int8 and weight-only n-bit settings. (Recipes name it
+    through the export stage, which adds the formats.)"""
 
-    opset: Annotated[int, Interval(13, 21)] = DEFAULT_OPSET
+    _abstract = True
+    opset: Annotated[int, Interval(MIN_OPSET, MAX_OPSET)] = DEFAULT_OPSET
     verify: bool = True
     atol: Annotated[float, Interval(0, 1, "(]")] = 1e-4
     compact: bool = True
     int8: Int8Onnx = field(default_factory=lambda: Int8Onnx(static=True, per_channel=True))
+    nbits: NBitsOnnx = field(default_factory=NBitsOnnx)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,14 @@ def _onnx_int8(model, path, *, example_inputs, data, options):
     from .quantized import to_int8_onnx
 
     return to_int8_onnx(model.eval(), example_inputs, path, options.int8, data=data, force=True)
+
+
+@register_format("onnx-nbits", "-nbits.onnx")
+def _onnx_nbits(model, path, *, example_inputs, data, options):
+    """Weight-only 4- or 8-bit ONNX (``options.nbits``) run by onnxruntime's MatMulNBits / GatherBlockQuantized."""
+    from .nbits import to_nbits_onnx
+
+    return to_nbits_onnx(model.eval(), example_inputs, path, options.nbits, force=True)
 
 
 @register_format("compressed", ".ncz")

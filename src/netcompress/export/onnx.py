@@ -22,8 +22,9 @@ class ExportError(NetcompressError):
     """The model cannot be exported, or onnxruntime disagrees with torch."""
 
 
-def _export(model, args, path: Path, opset: int, dims: Mapping[int, str], names: list[str], dynamo: bool):
-    """``dims``: {dimension index: name} made dynamic in every input (the same name = the same size)."""
+def export_graph(model, args, path: Path, opset: int, dims: Mapping[int, str], names: list[str], dynamo: bool):
+    """The bare torch -> ONNX export (no check, no clean-up; :func:`to_onnx` adds them). ``dims``: {dimension
+    index: name} made dynamic in every input (the same name = the same size)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if dynamo:
@@ -31,7 +32,7 @@ def _export(model, args, path: Path, opset: int, dims: Mapping[int, str], names:
             symbols = {n: torch.export.Dim(n, min=1) for n in set(dims.values())}
             shapes = tuple({d: symbols[n] for d, n in dims.items()} for _ in args) if dims else None
             torch.onnx.export(model, args, str(path), input_names=names, output_names=["output"], dynamo=True,
-                              opset_version=max(opset, 18), dynamic_shapes=shapes, verbose=False)
+                              opset_version=opset, dynamic_shapes=shapes, verbose=False)
         else:
             axes = {n: dict(dims) for n in names} if dims else None
             if axes is not None and 0 in dims:
@@ -132,6 +133,43 @@ def compact_onnx(path: str | Path, out: str | Path | None = None, force: bool = 
 # Opset 20 has a single Gelu op; at 18 the exporter writes Div-Erf-Add-Mul-Mul, which onnxruntime does not fuse
 # back, so GELU models run faster in onnxruntime (fp32 and int8) exported at 20.
 DEFAULT_OPSET = 20
+# torch's torch.export-based exporter writes opset 18 and up (asked for less, it silently wrote 18); the upper end
+# is the newest opset torch 2.13's exporter knows (onnxruntime loads it).
+MIN_OPSET, MAX_OPSET = 18, 23
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` if this exporter writes exactly that opset, else ConfigError naming the range."""
+    from ..core.errors import ConfigError
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"ONNX opset {opset!r} is not supported; choose {MIN_OPSET}..{MAX_OPSET} "
+                          f"(default {DEFAULT_OPSET})")
+    return opset
+
+
+def file_opset(path: str | Path) -> int:
+    """The default-domain (ai.onnx) opset of the ONNX file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of parameters and buffers holding NaN or Inf, with how many values: ``fc.weight (3 of 500)``."""
+    out = []
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            out.append(f"{name} ({int((~torch.isfinite(t)).sum())} of {t.numel()})")
+    return out
+
+
+def _refuse_nonfinite(model: nn.Module, where: str) -> None:
+    bad = [n for n in nonfinite_tensors(model) if n.split(" ")[0] in dict(model.named_parameters())]
+    if bad:
+        raise ExportError(f"{where}: the model's weights hold NaN/Inf values in {', '.join(bad[:3])}: the training "
+                          "that produced them diverged; use an earlier checkpoint or retrain with a lower learning rate")
 
 
 def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool = True, opset: int = DEFAULT_OPSET,
@@ -143,28 +181,33 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
     ``example_inputs``: a tensor or a tuple of tensors (one per ``forward`` argument), named
     ``input_names`` in the graph (default ``input``, ``input1``, ...). ``dynamic_dims``: {dimension: name}
     left free in every input, e.g. ``{0: "batch", 1: "seq"}`` for a text encoder's ids and mask; default
-    ``{0: "batch"}`` (``{}`` if not ``dynamic_batch``).
+    ``{0: "batch"}`` (``{}`` if not ``dynamic_batch``). ``opset``: MIN_OPSET..MAX_OPSET, the file gets
+    exactly that one (ConfigError outside the range).
 
     Uses torch's torch.export-based exporter; where it cannot capture the model, falls back to the
-    TorchScript exporter with a logged warning. Raises ExportError naming the failure. The exporter's
-    per-node debug metadata (stack traces with local paths) is not written."""
+    TorchScript exporter (opset <= 17) with a logged warning. Raises ExportError naming the failure, and
+    names the tensors when the weights hold NaN/Inf. The check runs before the file is moved into place:
+    an export that fails it leaves no file (and an existing one untouched). The exporter's per-node debug
+    metadata (stack traces with local paths) is not written."""
+    check_opset(opset)
     path = ensure_writable(path, force)
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     names = list(input_names) if input_names is not None else ["input"] + [f"input{i}" for i in range(1, len(args))]
     if len(names) != len(args):
         raise ExportError(f"input_names has {len(names)} names for {len(args)} example inputs")
+    _refuse_nonfinite(model, f"cannot export {type(model).__name__} to {path}")
     dims = dict(dynamic_dims) if dynamic_dims is not None else ({0: "batch"} if dynamic_batch else {})
     was_training = model.training
     model.eval()
     try:
         def write(tmp: Path):
             try:
-                _export(model, args, tmp, opset, dims, names, dynamo=True)
+                export_graph(model, args, tmp, opset, dims, names, dynamo=True)
             except Exception as exc:  # the torch.export path rejects some Python control flow
-                log.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter at opset %d",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, min(opset, 17))
                 try:
-                    _export(model, args, tmp, min(opset, 17), dims, names, dynamo=False)
+                    export_graph(model, args, tmp, min(opset, 17), dims, names, dynamo=False)
                 except Exception as exc2:
                     raise ExportError(f"cannot export {type(model).__name__} to ONNX: "
                                       f"{str(exc2).splitlines()[0] if str(exc2) else type(exc2).__name__}") from None
@@ -174,10 +217,10 @@ def to_onnx(model: nn.Module, example_inputs, path: str | Path, *, verify: bool 
             model_proto = onnx.load(str(tmp))
             if _strip_debug_info(model_proto):
                 onnx.save_model(model_proto, str(tmp))
+            if verify:
+                check_onnx(model, tmp, args, atol=atol, rtol=rtol, name=path)
 
         atomic_write(path, write)
-        if verify:
-            check_onnx(model, path, args, atol=atol, rtol=rtol)
     finally:
         model.train(was_training)
     return path
@@ -216,9 +259,13 @@ def run_onnx(session, *inputs: torch.Tensor) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-def check_onnx(model: nn.Module, path: str | Path, example_inputs, atol: float = 1e-4, rtol: float = 1e-3) -> float:
-    """Max abs difference between torch and onnxruntime on ``example_inputs``; raises ExportError beyond tolerance."""
+def check_onnx(model: nn.Module, path: str | Path, example_inputs, atol: float = 1e-4, rtol: float = 1e-3,
+               name: str | Path | None = None) -> float:
+    """Max abs difference between torch and onnxruntime on ``example_inputs``; raises ExportError beyond tolerance
+    (naming the tensors when the model's weights hold NaN/Inf). ``name``: the file named in errors (default
+    ``path``)."""
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    name = path if name is None else name
     with torch.no_grad():
         try:
             expected = model(*args)
@@ -227,9 +274,14 @@ def check_onnx(model: nn.Module, path: str | Path, example_inputs, atol: float =
     got = run_onnx(ort_session(path), *args)
     expected = expected.detach().numpy()
     if got.shape != expected.shape:
-        raise ExportError(f"onnxruntime output shape {got.shape} != torch {expected.shape} for {path}")
+        raise ExportError(f"onnxruntime output shape {got.shape} != torch {expected.shape} for {name}")
+    if not (np.isfinite(expected).all() and np.isfinite(got).all()):
+        bad = nonfinite_tensors(model)
+        where = f"the model holds NaN/Inf in {', '.join(bad[:3])}" if bad else "the example inputs overflow"
+        raise ExportError(f"cannot check {name}: outputs hold NaN/Inf ({where}); use finite weights (an earlier "
+                          "checkpoint, or retrain with a lower learning rate)")
     diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
     if not np.allclose(got, expected, atol=atol, rtol=rtol):
-        raise ExportError(f"onnxruntime disagrees with torch on {path}: max abs diff {diff:.3g} "
+        raise ExportError(f"onnxruntime disagrees with torch on {name}: max abs diff {diff:.3g} "
                           f"(atol {atol}, rtol {rtol})")
     return diff

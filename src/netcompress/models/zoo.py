@@ -8,8 +8,9 @@ from torch import nn
 
 from ..core.errors import ModelError
 from ..core.registry import Registry
+from .builder import ModelRegistry
 
-MODELS: Registry = Registry("model", ModelError)
+MODELS: Registry = ModelRegistry("model", ModelError)  # registered builders carry the model_builder mark
 
 
 class MLP(nn.Module):

@@ -13,9 +13,10 @@ from .observers import MSE, MinMax, MovingAverage, Observer, Percentile, RangeTr
 from .primitives import (Granularity, PerChannel, PerTensor, QuantSpec, dequantize, fake_quantize, qparams, quantize,
                          sqnr_db)
 from .ptq import PTQ, calibrate, calibration_stats, sqnr_report, write_stats_file
+from .weight_only import BlockQuant, WeightOnly, block_quantizers, remove_block_quant_
 from .qat import QAT, Float16, FreezeBN, MixedPrecision, convert_qat_, freeze_bn_
 
-__all__ = ["MSE", "PTQ", "QAT", "QUANTIZE", "QuantizeConfig", "ClipShadow", "TernaryMethod", "Observer", "Granularity", "TTQ", "TWN", "Binary", "Clustered", "FakeQuant", "Float16",
+__all__ = ["BlockQuant", "WeightOnly", "block_quantizers", "remove_block_quant_", "MSE", "PTQ", "QAT", "QUANTIZE", "QuantizeConfig", "ClipShadow", "TernaryMethod", "Observer", "Granularity", "TTQ", "TWN", "Binary", "Clustered", "FakeQuant", "Float16",
            "FreezeBN", "Glorot", "MinMax", "MixedPrecision", "MovingAverage", "PerChannel", "PerTensor",
            "Percentile", "Pow2", "QuantSpec", "RangeTracker", "SharedWeights", "Ternary", "WeightFakeQuant",
            "bake_clusters_", "calibrate", "calibration_stats", "centroid_parameters", "clip_shadow_weights_",

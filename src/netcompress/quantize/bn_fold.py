@@ -12,16 +12,12 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError
+from ..core.modules import replace_module
 
 log = logging.getLogger(__name__)
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LAYER = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def fold_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -56,6 +52,8 @@ def fold_bn_(model: nn.Module) -> list[tuple[str, str]]:
     >>> bool(torch.allclose(m(x), y, atol=1e-5))
     True
     """
+    if not any(isinstance(m, _BN) for m in model.modules()):
+        return []  # nothing to fold: no need to trace (models that do not trace still quantize)
     pairs = fold_pairs(model)
     for layer_name, bn_name in pairs:
         layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
@@ -74,6 +72,6 @@ def fold_bn_(model: nn.Module) -> list[tuple[str, str]]:
                 layer.bias = nn.Parameter(new_bias)
             else:
                 layer.bias.copy_(new_bias)
-        _set_module(model, bn_name, nn.Identity())
+        replace_module(model, bn_name, nn.Identity())
     log.info("folded %d BatchNorm layers", len(pairs))
     return pairs

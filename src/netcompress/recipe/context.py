@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -25,16 +25,18 @@ log = logging.getLogger(__name__)
 TRUSTED_ROOTS = ("netcompress",)
 
 
-def load_splits(spec: DataSpec):
-    """The recipe's data, with optional train/eval subsets (first N of each seeded split)."""
+def load_splits(spec: DataSpec, base_dir: Optional[Path] = None):
+    """The recipe's data, with optional train/eval subsets (first N of each seeded split); a relative
+    ``data_dir`` is resolved against ``base_dir`` (the recipe file's folder)."""
     from ..data import default_dataset, load_dataset
 
+    data_dir = resolve_path(spec.data_dir, base_dir) if spec.data_dir else None
     if spec.name == "auto":
-        splits = default_dataset(spec.data_dir, seed=spec.seed, image_size=spec.image_size)
+        splits = default_dataset(data_dir, seed=spec.seed, image_size=spec.image_size)
     else:
         kw: dict[str, Any] = {"seed": spec.seed}
-        if spec.data_dir:
-            kw["data_dir"] = spec.data_dir
+        if data_dir is not None:
+            kw["data_dir"] = data_dir
         if spec.name == "digits":
             kw["image_size"] = spec.image_size
         splits = load_dataset(spec.name, **kw)
@@ -42,9 +44,8 @@ def load_splits(spec: DataSpec):
     def cut(ds: TensorDataset, n: Optional[int]) -> TensorDataset:
         return ds if n is None or n >= len(ds) else TensorDataset(*(t[:n] for t in ds.tensors))
 
-    return type(splits)(splits.name, cut(splits.train, spec.train_subset), cut(splits.val, spec.eval_subset),
-                        cut(splits.test, spec.eval_subset), splits.num_classes, splits.input_shape, splits.mean,
-                        splits.std)
+    return dataclasses.replace(splits, train=cut(splits.train, spec.train_subset), val=cut(splits.val, spec.eval_subset),
+                               test=cut(splits.test, spec.eval_subset))
 
 
 def check_trusted(spec: ModelSpec, trusted: tuple[str, ...] = ()) -> None:
@@ -59,16 +60,44 @@ def check_trusted(spec: ModelSpec, trusted: tuple[str, ...] = ()) -> None:
                           f"(trusted=('{root}',) in Python). Trusted now: {', '.join(allowed)}")
 
 
-def _import_factory(spec: str, trusted: tuple[str, ...]):
-    module_name, attr = spec.split(":")
+def resolve_factory(spec: ModelSpec, trusted: tuple[str, ...] = ()):
+    """The callable ``model.factory`` names, checked before it is called: its package must be trusted, and it
+    must be an ``nn.Module`` class or a function marked with :func:`netcompress.models.model_builder`. Any other
+    callable (netcompress's CLI and I/O functions, ``os.system``, ``subprocess.Popen``...) is refused,
+    whatever ``trusted`` says. None for a zoo model (``name``)."""
+    from ..models.builder import is_model_builder
+
+    if spec.factory is None:
+        return None
+    check_trusted(spec, trusted)
+    module_name, attr = spec.factory.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"model.factory {spec!r}: cannot import {module_name!r} ({exc})") from None
+        raise ConfigError(f"model.factory {spec.factory!r}: cannot import {module_name!r} ({exc})") from None
+    except Exception as exc:  # a trusted package failing at import
+        raise ConfigError(f"model.factory {spec.factory!r}: importing {module_name!r} failed "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     obj = getattr(module, attr, None)
-    if obj is None or not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != module.__name__:
-        raise ConfigError(f"model.factory {spec!r}: {attr!r} is not a function or class defined in {module_name}")
+    if obj is None:
+        raise ConfigError(f"model.factory {spec.factory!r}: {module_name} has no {attr!r}")
+    if not is_model_builder(obj):
+        raise ConfigError(f"model.factory {spec.factory!r} is not a model builder (an nn.Module class or a function "
+                          "marked @netcompress.models.model_builder), so a recipe may not call it; name a zoo model "
+                          "with model.name, or mark your own builder function")
     return obj
+
+
+def _zoo_model(name: str, kwargs: dict) -> nn.Module:
+    """A zoo model, first built on the meta device (no memory) to refuse sizes that do not fit."""
+    from ..core.limits import check_memory
+    from ..models import create_model
+
+    with torch.device("meta"):
+        meta = create_model(name, **kwargs)
+    nbytes = sum(t.numel() * t.element_size() for t in list(meta.parameters()) + list(meta.buffers()))
+    check_memory(nbytes, f"model {name!r} with {kwargs}", "choose smaller options (input size, widths)")
+    return create_model(name, **kwargs)
 
 
 def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
@@ -77,14 +106,10 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
     from ..core.io import load_weights_into
 
     if spec.name is not None:
-        from ..models import create_model
-
         c, h = input_shape[0], input_shape[1]
-        kwargs = {"in_channels": c, "num_classes": num_classes, "input_size": h, **spec.kwargs}
-        model = create_model(spec.name, **kwargs)
+        model = _zoo_model(spec.name, {"in_channels": c, "num_classes": num_classes, "input_size": h, **spec.kwargs})
     else:
-        check_trusted(spec, trusted)
-        factory = _import_factory(spec.factory, trusted)
+        factory = resolve_factory(spec, trusted)
         try:
             model = factory(**spec.kwargs)
         except TypeError as exc:
@@ -92,11 +117,14 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
         if not isinstance(model, nn.Module):
             raise ModelError(f"model.factory {spec.factory!r} returned {type(model).__name__}, not an nn.Module")
     if spec.weights:
-        path = Path(spec.weights)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        load_weights_into(model, path)
+        load_weights_into(model, resolve_path(spec.weights, base_dir))
     return model
+
+
+def resolve_path(path: str | Path, base_dir: Optional[Path]) -> Path:
+    """A recipe's file path: ``~`` expanded, relative paths taken from the recipe file's folder."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
 @dataclass

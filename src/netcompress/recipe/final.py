@@ -108,7 +108,8 @@ def finish(ctx: RunContext) -> dict:
     points = [ctx.state.get("baseline_point")] + [ctx.state.get("points", {}).get(s.name)
                                                    for s in ctx.recipe.stage_list]
     metrics = {
-        "recipe": recipe_to_dict(ctx.recipe), "data": ctx.splits.name, "n_test": len(ctx.splits.test),
+        "recipe": recipe_to_dict(ctx.recipe), "data": ctx.splits.name,
+        "data_source": getattr(ctx.splits, "source", ""), "n_test": len(ctx.splits.test),
         "baseline": baseline, "final": final, "ratios": ratios, "latency_ms": latency,
         "latency_note": (f"medians of {m.latency_repeats} interleaved repeats, {m.threads} thread(s)"
                          + ("; onnxruntime dense vs final in one A/B loop, torch eager dense vs final (torch"

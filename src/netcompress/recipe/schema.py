@@ -296,31 +296,133 @@ def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a YAML recipe file (``yaml.safe_load``: plain data only)."""
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000  # after aliases are expanded (100 characters of a string count as one node): a "billion
+# laughs" recipe, or one long string aliased a thousand times, is refused before it is built
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only: no tag builds an object) that also refuses duplicate keys
+    (a second ``stages:`` would silently replace the first), nesting deeper than MAX_YAML_DEPTH, and more
+    than MAX_YAML_NODES nodes once aliases are expanded."""
+
+    def compose_node(self, parent, index):
+        depth = getattr(self, "_depth", 0) + 1
+        if depth > MAX_YAML_DEPTH:
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels", mark)
+        self._depth = depth
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+
+    def construct_document(self, node):
+        _count_nodes(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict = {}
+            for key_node, _ in node.value[node._first_own:]:  # a key may override a merged one (<<: *x)
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # SafeLoader reports unhashable keys itself
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping", node.start_mark,
+                        f"duplicate key {short_repr(key)} (first on line {seen[key] + 1}); give each key once",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+    def flatten_mapping(self, node):
+        if not hasattr(node, "_first_own"):  # flatten once; merged entries are put first
+            own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            super().flatten_mapping(node)
+            node._first_own = len(node.value) - own
+
+
+def _count_nodes(root) -> None:
+    """Refuse a document whose alias-expanded size exceeds MAX_YAML_NODES (counted with memoisation: linear)."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if done or not children:
+            own = 1 + len(node.value) // 100 if isinstance(node, yaml.ScalarNode) else 1  # long strings weigh more
+            sizes[id(node)] = own + sum(sizes.get(id(c), 0) for c in children)
+            if sizes[id(node)] > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_NODES:,} values once aliases "
+                                                  "are expanded (an alias bomb); write the values out", node.start_mark)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def read_recipe_text(path: str | Path) -> str:
+    """The recipe file's text: a regular UTF-8 file of at most MAX_RECIPE_BYTES, else RecipeError naming why."""
     path = Path(path)
     source = str(path)
+
+    def fail(msg: str):
+        return RecipeError(source, [((), msg)])
+
     try:
-        raw = path.read_bytes()
+        if path.is_dir():
+            raise fail("is a directory; pass a recipe file (see recipes/)")
+        if not path.exists():
+            raise fail("no such file; check the path (examples are in recipes/)")
+        if not path.is_file():
+            raise fail("is not a regular file (a device or pipe); pass a recipe file")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_RECIPE_BYTES + 1)
     except OSError as exc:
-        raise RecipeError(source, [((), f"cannot read the recipe ({exc.strerror or exc}); check the path")]) from None
-    return loads_recipe(raw, source)
+        raise fail(f"cannot read the recipe ({exc.strerror or exc}); check the path and permissions") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise fail(f"recipe is larger than {MAX_RECIPE_BYTES:,} bytes; a recipe is a short YAML file")
+    return _decode(raw, source)
+
+
+def _decode(raw: bytes, source: str) -> str:
+    if b"\x00" in raw:
+        raise RecipeError(source, [((), f"binary data (a NUL byte at {raw.index(0)}), not a YAML recipe; "
+                                        "pass the recipe's .yaml file")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(source, [((), f"not UTF-8 text (byte {exc.start}); save the recipe as UTF-8")]) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file (plain data only, see :class:`RecipeLoader`)."""
+    return loads_recipe(read_recipe_text(path), str(path))
 
 
 def loads_recipe(text: str | bytes, source: str = "<recipe>") -> Recipe:
     if len(text) > MAX_RECIPE_BYTES:
         raise RecipeError(source, [((), f"recipe is {len(text)} bytes; the limit is {MAX_RECIPE_BYTES}")])
     if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RecipeError(source, [((), f"not UTF-8 text (byte {exc.start}); save the recipe as UTF-8")]) from None
+        text = _decode(text, source)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if "could not determine a constructor for the tag" in problem:
+            problem = (f"YAML tag {problem.split('tag', 1)[1].strip()} is not allowed: a recipe is plain data "
+                       "(mappings, lists, strings, numbers)")
         raise RecipeError(source, [((), f"not valid YAML: {where}{problem}")]) from None
     except RecursionError:
         raise RecipeError(source, [((), "YAML nesting is too deep")]) from None

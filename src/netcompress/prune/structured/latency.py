@@ -41,13 +41,13 @@ def timed(module: nn.Module, x: torch.Tensor, runtime: str, threads: int, standa
     import tempfile
     from pathlib import Path
 
-    from ...export.onnx import _export, ort_session, to_onnx
+    from ...export.onnx import export_graph, ort_session, to_onnx
     from ...measure.latency import ort_callable
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         if standalone:
-            _export(module.eval(), (x,), path, 17, {0: "batch"}, ["input"], dynamo=False)
+            export_graph(module.eval(), (x,), path, 17, {0: "batch"}, ["input"], dynamo=False)
         else:
             to_onnx(module, x[:2], path, verify=False)
         session = ort_session(path, threads=threads)  # reads the file now: the directory can go
